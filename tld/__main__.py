@@ -1,0 +1,5 @@
+import sys
+
+from tld.cli import main
+
+sys.exit(main())

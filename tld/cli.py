@@ -1,0 +1,61 @@
+"""The `tld` command: parses arguments and hands off to the layers below.
+
+Each area registers its own subcommands from a module in `tld/commands/` exposing
+`register(subparsers)`; the handler it sets with `set_defaults(func=...)` receives the parsed
+namespace and returns an exit code. Errors meant for the user are raised as `TLDError` (or
+ValueError/FileNotFoundError) and printed as one line, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from tld import __version__
+from tld.errors import TLDError
+
+# Modules under tld/commands that contribute subcommands, in the order they appear in --help.
+_COMMAND_MODULES = ("info", "preprocess", "train", "generate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tld", description="Text-to-image latent diffusion with a compact transformer denoiser."
+    )
+    parser.add_argument("--version", action="version", version=f"tld {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"tld.commands.{name}")
+        except ModuleNotFoundError as exc:
+            # A command module that is not written yet must not break the others.
+            if exc.name == f"tld.commands.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (TLDError, ValueError, FileNotFoundError, FileExistsError) as exc:
+        if args.debug or os.environ.get("TLD_DEBUG"):
+            raise
+        print(f"tld {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"tld {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
