@@ -1,0 +1,119 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from tld.errors import TLDError
+from tld.training import checkpoint as ckpt
+from tld.training.augment import AUGMENT_COND_DIM, augment_latents, inpaint_concat, random_masks
+from tld.training.config import load_config
+from tld.training.ema import EMA
+
+
+def test_config_round_trips_json_and_yaml(tmp_path):
+    cfg = load_config(None, ["steps=200", "optim.lr=3e-4", "model.embed_dim=128", "data.flip=true"])
+    assert cfg.steps == 200 and cfg.optim.lr == 3e-4 and cfg.model == {"embed_dim": 128} and cfg.data.flip
+    for name in ("c.json", "c.yaml"):
+        cfg.save(tmp_path / name)
+        assert load_config(tmp_path / name) == cfg
+    assert json.loads((tmp_path / "c.json").read_text())["optim"]["lr"] == 3e-4
+
+
+def test_config_unknown_key_is_named(tmp_path):
+    with pytest.raises(TLDError, match=r"unknown config keys \['lrr'\] in 'optim.'"):
+        load_config(None, ["optim.lrr=1"])
+    with pytest.raises(TLDError, match="key.path=value"):
+        load_config(None, ["steps"])
+
+
+def test_ema_warmup_ramp_and_average():
+    net = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    ema = EMA(net, decay=0.9, warmup=True)
+    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(1000) == pytest.approx(0.9)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    ema.update(net, 0)  # decay 0.1: the average moves 90% of the way
+    assert torch.allclose(ema.shadow["weight"], torch.full((1, 2), 0.9))
+    target = nn.Linear(2, 1, bias=False)
+    ema.copy_to(target)
+    assert torch.allclose(target.weight, torch.full((1, 2), 0.9))
+
+
+def test_ema_is_float32_for_half_models():
+    net = nn.Linear(2, 2).to(torch.bfloat16)
+    assert EMA(net).shadow["weight"].dtype == torch.float32
+
+
+def _save(root, step, keep=3):
+    return ckpt.save_checkpoint(
+        root,
+        step,
+        model_state={"w": torch.full((2,), float(step))},
+        ema_state={"w": torch.zeros(2)},
+        optimizer_state={"state": {}, "param_groups": []},
+        scheduler_state={"last_epoch": step},
+        rng=ckpt.capture_rng(),
+        state={"note": "x"},
+        keep_last=keep,
+    )
+
+
+def test_checkpoint_keep_last_and_latest(tmp_path):
+    for step in (10, 20, 30, 40):
+        _save(tmp_path, step, keep=2)
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [30, 40]
+    loaded = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path))
+    assert loaded["state"]["step"] == 40 and loaded["model"]["w"].tolist() == [40.0, 40.0]
+
+
+def test_crash_inside_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    _save(tmp_path, 10)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full (simulated crash between checkpoint files)")
+
+    monkeypatch.setattr(ckpt, "_write_training_state", crash)
+    with pytest.raises(OSError):
+        _save(tmp_path, 20)
+    assert (tmp_path / ".tmp_step_20").exists() and not (tmp_path / "step_20").exists()
+    assert ckpt.latest_checkpoint(tmp_path) == tmp_path / "step_10"
+    assert ckpt.load_checkpoint(tmp_path / "step_10")["model"]["w"].tolist() == [10.0, 10.0]
+
+
+def test_rng_round_trip():
+    import random
+
+    import numpy as np
+
+    state = ckpt.capture_rng()
+    first = (torch.rand(3), np.random.rand(3), random.random())
+    ckpt.restore_rng(state)
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(first[0], again[0]) and (first[1] == again[1]).all() and first[2] == again[2]
+
+
+def test_augment_records_transform():
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
+    g = torch.Generator().manual_seed(0)
+    out, cond = augment_latents(x, g, prob=1.0, flip=True, rotate=False, max_shift=0)
+    assert cond.shape == (2, AUGMENT_COND_DIM)
+    for i in range(2):
+        expected = x[i].flip(-1) if cond[i, 0] == 1 else x[i]
+        assert torch.equal(out[i], expected)
+    none, zero = augment_latents(x, g, prob=0.0)
+    assert torch.equal(none, x) and not zero.any()
+
+
+def test_masks_kinds_and_concat():
+    g = torch.Generator().manual_seed(0)
+    full = random_masks(3, 4, 4, g, (0, 0, 1, 0))
+    empty = random_masks(3, 4, 4, g, (0, 0, 0, 1))
+    border = random_masks(8, 6, 6, g, (0, 1, 0, 0))
+    assert full.eq(1).all() and empty.eq(0).all()
+    assert ((border.sum(dim=(1, 2, 3)) > 0) & (border.sum(dim=(1, 2, 3)) < 36)).all()
+    x0 = torch.ones(3, 4, 4, 4)
+    concat = inpaint_concat(x0, full)
+    assert concat.shape == (3, 5, 4, 4) and concat[:, :4].eq(0).all() and concat[:, 4].eq(1).all()

@@ -1,0 +1,183 @@
+"""Latent datasets for training: memory-mapped arrays served as deterministic, resumable batches.
+
+Batch k of a run depends only on (seed, k, rank): sample order is a fresh permutation per epoch
+drawn from (seed, epoch), and flips from (seed, k, rank). Resuming at step k therefore needs no
+sampler state, and any number of DataLoader workers gives the same batches.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from tld.errors import TLDError
+from tld.latent_format import LatentArrays, first_nonfinite_row, open_latent_dataset
+
+LABELS = "labels.npy"  # optional (N,) int class labels, an alternative condition to text
+
+
+def derive_seed(*keys: int) -> int:
+    """A 63-bit seed from a tuple of ints; nearby tuples give unrelated streams."""
+    words = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint32)
+    return int((int(words[0]) << 31) ^ int(words[1])) & ((1 << 63) - 1)
+
+
+@dataclass
+class Batch:
+    latents: torch.Tensor  # (B, C, H, W) float32
+    text_emb: torch.Tensor | None  # (B, D) or (B, T, D) float32
+    text_mask: torch.Tensor | None  # (B, T) bool
+    labels: torch.Tensor | None  # (B,) long
+
+    def to(self, device: torch.device | str) -> Batch:
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return Batch(move(self.latents), move(self.text_emb), move(self.text_mask), move(self.labels))
+
+
+def pool_tokens(tokens: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Mean over the real tokens: the pooled view of per-token embeddings."""
+    if mask is None:
+        return tokens.mean(axis=1)
+    weights = mask.astype(np.float32)[..., None]
+    return (tokens * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
+
+
+class LatentDataset:
+    """A validated, memory-mapped latent dataset with the chosen condition."""
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        condition: str = "text",
+        text: str = "auto",
+        check_finite: bool = True,
+    ):
+        if condition not in ("text", "class", "none"):
+            raise TLDError(f"data.condition must be 'text', 'class' or 'none', got {condition!r}")
+        if text not in ("auto", "pooled", "tokens"):
+            raise TLDError(f"data.text must be 'auto', 'pooled' or 'tokens', got {text!r}")
+        self.arrays: LatentArrays = open_latent_dataset(folder)
+        self.condition = condition
+        stored_tokens = self.arrays.text_emb.ndim == 3
+        if text == "tokens" and not stored_tokens:
+            raise TLDError(
+                f"data.text='tokens' but {folder} holds pooled text embeddings {self.arrays.text_emb.shape}"
+            )
+        self.tokens = stored_tokens if text == "auto" else text == "tokens"
+        self.labels = self._load_labels(Path(folder)) if condition == "class" else None
+        if check_finite:
+            self._check_finite()
+
+    def _load_labels(self, folder: Path) -> np.ndarray:
+        path = folder / LABELS
+        if not path.is_file():
+            raise TLDError(f"data.condition='class' needs {path} ((N,) integer class labels)")
+        labels = np.load(path, allow_pickle=False)
+        if labels.shape != (len(self),) or not np.issubdtype(labels.dtype, np.integer):
+            raise TLDError(f"{path} must be ({len(self)},) integers, got {labels.shape} {labels.dtype}")
+        return labels
+
+    def _check_finite(self) -> None:
+        # uint8 latents cannot hold NaN; float ones (and every embedding) must be scanned.
+        named = [("text_emb.npy", self.arrays.text_emb)]
+        if self.arrays.latents.dtype.kind == "f":
+            named.insert(0, ("latents.npy", self.arrays.latents))
+        for name, array in named:
+            bad = first_nonfinite_row(array)
+            if bad is not None:
+                raise TLDError(f"{self.arrays.folder / name} has NaN/Inf values, first at row {bad}")
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.arrays.latents.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def text_dim(self) -> int:
+        return int(self.arrays.text_emb.shape[-1])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.labels.max()) + 1 if self.labels is not None else 0
+
+    def text_condition(
+        self, emb: np.ndarray, mask: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Stored embeddings (rows) in the form the model sees: pooled, or tokens + mask."""
+        emb = np.asarray(emb, dtype=np.float32)
+        if emb.ndim == 3 and not self.tokens:
+            return pool_tokens(emb, mask), None
+        return emb, None if mask is None else np.asarray(mask, dtype=bool)
+
+    def get(self, indices: np.ndarray, flip: np.ndarray | None = None) -> Batch:
+        # Sorted reads keep a memmap sequential; `inverse` restores the requested order.
+        order, inverse = np.unique(indices, return_inverse=True)
+        latents = self.arrays.latent(order)[inverse]
+        if flip is not None and flip.any():
+            latents[flip] = latents[flip, :, :, ::-1]
+        text_emb = text_mask = labels = None
+        if self.condition == "text":
+            mask = None if self.arrays.text_mask is None else self.arrays.text_mask[order][inverse]
+            emb, mask = self.text_condition(self.arrays.text_emb[order][inverse], mask)
+            text_emb = torch.from_numpy(np.ascontiguousarray(emb))
+            text_mask = None if mask is None else torch.from_numpy(np.ascontiguousarray(mask))
+        elif self.condition == "class":
+            labels = torch.from_numpy(self.labels[indices].astype(np.int64))
+        return Batch(torch.from_numpy(np.ascontiguousarray(latents)), text_emb, text_mask, labels)
+
+
+class StepBatches(Dataset):
+    """Item k is micro-batch k of this process: use with DataLoader(batch_size=None, sampler=range(...))."""
+
+    def __init__(
+        self,
+        data: LatentDataset,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        flip: bool = False,
+    ):
+        if batch_size < 1:
+            raise TLDError(f"batch_size must be >= 1, got {batch_size}")
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+        self.rank, self.world, self.flip = rank, world, flip
+        self._epoch, self._perm = -1, np.empty(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return 1 << 62  # unbounded: the sampler decides which steps are read
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            rng = np.random.default_rng(derive_seed(self.seed, 0xDA7A, epoch))
+            self._epoch, self._perm = epoch, rng.permutation(len(self.data))
+        return self._perm
+
+    def indices(self, k: int) -> np.ndarray:
+        """Dataset rows of micro-batch k for this rank: consecutive slices of the global sample stream."""
+        n = len(self.data)
+        start = (k * self.world + self.rank) * self.batch_size
+        positions = np.arange(start, start + self.batch_size, dtype=np.int64)
+        out = np.empty_like(positions)
+        for epoch in np.unique(positions // n):
+            sel = positions // n == epoch
+            out[sel] = self._permutation(int(epoch))[positions[sel] % n]
+        return out
+
+    def __getitem__(self, k: int) -> Batch:
+        idx = self.indices(k)
+        flip = None
+        if self.flip:
+            flip = np.random.default_rng(derive_seed(self.seed, 0xF11, k, self.rank)).random(len(idx)) < 0.5
+        return self.data.get(idx, flip)
+
+
+def collate_identity(batch: Batch) -> Batch:
+    return batch

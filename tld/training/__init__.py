@@ -1,0 +1,1 @@
+"""Training internals: config, EMA, checkpoints, augmentation, objective and loop (see tld.train)."""

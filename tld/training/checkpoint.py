@@ -1,0 +1,151 @@
+"""Training checkpoints: `step_<N>/` folders written atomically, newest-complete lookup, RNG state.
+
+A checkpoint is written into `.tmp_step_<N>/` and renamed into place only after every file is on
+disk, and `state.json` is written last inside it, so a crash at any point leaves either no
+`step_<N>/` at all or a complete one: `latest_checkpoint` never picks a half-written folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from tld.errors import TLDError
+
+MODEL = "model.safetensors"
+EMA = "ema.safetensors"
+OPTIMIZER = "optimizer.pt"
+SCHEDULER = "scheduler.pt"
+RNG = "rng.pt"
+STATE = "state.json"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def capture_rng() -> dict[str, Any]:
+    """The global RNG states of python, numpy and torch (CPU and every CUDA device)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "gauss": float(np_state[4]),
+        },
+        "python": {"version": py_state[0], "state": list(py_state[1]), "gauss": py_state[2]},
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # safetensors refuses shared or strided storage; checkpoints must not depend on that layout.
+    return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+
+
+def _write_weights(folder: Path, model_state: dict, ema_state: dict | None) -> None:
+    save_file(_contiguous(model_state), str(folder / MODEL))
+    if ema_state is not None:
+        save_file(_contiguous(ema_state), str(folder / EMA))
+
+
+def _write_training_state(folder: Path, optimizer_state: dict, scheduler_state: dict, rng: dict) -> None:
+    torch.save(optimizer_state, folder / OPTIMIZER)
+    torch.save(scheduler_state, folder / SCHEDULER)
+    torch.save(rng, folder / RNG)
+
+
+def save_checkpoint(
+    root: str | os.PathLike,
+    step: int,
+    *,
+    model_state: dict[str, torch.Tensor],
+    ema_state: dict[str, torch.Tensor] | None,
+    optimizer_state: dict,
+    scheduler_state: dict,
+    rng: dict,
+    state: dict[str, Any],
+    keep_last: int = 3,
+) -> Path:
+    """Write `root/step_<step>/` atomically and prune all but the newest `keep_last` checkpoints."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp_step_{step}"
+    final = root / f"step_{step}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    _write_weights(tmp, model_state, ema_state)
+    _write_training_state(tmp, optimizer_state, scheduler_state, rng)
+    (tmp / STATE).write_text(json.dumps({"step": step, **state}, indent=2) + "\n")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    prune_checkpoints(root, keep_last)
+    return final
+
+
+def list_checkpoints(root: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Complete checkpoints under root as (step, path), oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        match = _STEP_DIR.match(child.name)
+        if match and child.is_dir() and (child / STATE).is_file():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def latest_checkpoint(root: str | os.PathLike) -> Path | None:
+    found = list_checkpoints(root)
+    return found[-1][1] if found else None
+
+
+def prune_checkpoints(root: str | os.PathLike, keep_last: int) -> None:
+    if keep_last <= 0:
+        return
+    for _, path in list_checkpoints(root)[:-keep_last]:
+        shutil.rmtree(path, ignore_errors=True)
+    for stale in Path(root).glob(".tmp_step_*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def read_state(folder: str | os.PathLike) -> dict[str, Any]:
+    path = Path(folder) / STATE
+    if not path.is_file():
+        raise TLDError(f"{folder} is not a complete training checkpoint (no {STATE})")
+    return json.loads(path.read_text())
+
+
+def load_checkpoint(folder: str | os.PathLike) -> dict[str, Any]:
+    """Everything a checkpoint holds; tensors load without pickle-executed code."""
+    folder = Path(folder)
+    state = read_state(folder)
+    out: dict[str, Any] = {"state": state, "model": load_file(str(folder / MODEL))}
+    out["ema"] = load_file(str(folder / EMA)) if (folder / EMA).is_file() else None
+    for key, name in (("optimizer", OPTIMIZER), ("scheduler", SCHEDULER), ("rng", RNG)):
+        out[key] = torch.load(folder / name, map_location="cpu", weights_only=True)
+    return out
