@@ -1,0 +1,188 @@
+"""The shard format every source writes and `encode` reads: webdataset tars as img2dataset makes them.
+
+Each sample is `<key>.jpg` (or .png/.webp), `<key>.txt` (the caption) and `<key>.json` (key, caption,
+url or source path, licence); shards are `00000.tar`, `00001.tar`, ... A shard folder may also hold
+`tld-source.meta` (JSON: source name, licence, attribution) that `encode` copies into meta.json. It is
+not named *.json because img2dataset reads every top-level *.json as a finished shard's stats.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from tld.errors import TLDError
+
+SOURCE_INFO = "tld-source.meta"
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
+
+@dataclass
+class Sample:
+    """One captioned image on its way into a shard."""
+
+    image: Image.Image
+    caption: str
+    meta: dict[str, Any]
+
+
+def write_source_info(folder: str | os.PathLike, info: dict[str, Any]) -> None:
+    path = Path(folder) / SOURCE_INFO
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def read_source_info(folder: str | os.PathLike) -> dict[str, Any]:
+    path = Path(folder) / SOURCE_INFO
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def list_shards(folder: str | os.PathLike) -> list[Path]:
+    """The shard tars of a folder in name order (the order every stage processes them in)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise TLDError(f"shard folder {root} does not exist")
+    shards = sorted(p for p in root.glob("*.tar") if p.is_file())
+    if not shards:
+        raise TLDError(
+            f"no webdataset shards (*.tar) in {root}; found {len(list(root.iterdir()))} other entries"
+        )
+    return shards
+
+
+def center_crop_resize(image: Image.Image, size: int) -> Image.Image:
+    """Square RGB crop of the image's centre, resized to size x size."""
+    image = to_rgb(image)
+    w, h = image.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    image = image.crop((left, top, left + side, top + side))
+    if side != size:
+        image = image.resize(
+            (size, size), Image.Resampling.LANCZOS if side > size else Image.Resampling.BICUBIC
+        )
+    return image
+
+
+def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """RGB view of any PIL image; transparency is composited on `background` instead of turning black."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, background)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return image.convert("RGB")
+
+
+def _encode_image(image: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "jpg":
+        image.save(buf, format="JPEG", quality=95)
+    else:
+        image.save(buf, format=fmt.upper())
+    return buf.getvalue()
+
+
+def write_shards(
+    samples: Iterable[Sample],
+    out: str | os.PathLike,
+    samples_per_shard: int = 10000,
+    image_format: str = "jpg",
+) -> tuple[int, int]:
+    """Write samples into 00000.tar, 00001.tar, ...; returns (samples, shards).
+
+    Each tar is written under a temporary name and renamed when complete, so a killed run never
+    leaves a half shard that `encode` would take for a finished one.
+    """
+    import webdataset as wds
+
+    if image_format not in ("jpg", "png", "webp"):
+        raise TLDError(f"image format must be jpg, png or webp, got {image_format!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    count, shard, writer, tmp = 0, -1, None, None
+
+    def close() -> None:
+        if writer is not None:
+            writer.close()
+            os.replace(tmp, out / f"{shard:05d}.tar")
+
+    for sample in samples:
+        if count % samples_per_shard == 0:
+            close()
+            shard += 1
+            tmp = out / f"{shard:05d}.tar.tmp"
+            writer = wds.TarWriter(str(tmp))
+        key = f"{shard:05d}{count % samples_per_shard:04d}"
+        meta = {"key": key, "caption": sample.caption, **sample.meta}
+        writer.write(
+            {
+                "__key__": key,
+                image_format: _encode_image(to_rgb(sample.image), image_format),
+                "txt": sample.caption,
+                "json": json.dumps(meta).encode(),
+            }
+        )
+        count += 1
+    close()
+    return count, shard + 1
+
+
+def iter_shard(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """Raw samples of one shard in file order: {"key", "image" (bytes|None), "caption", "json"}.
+
+    Read with plain tarfile, grouping members by key as webdataset does, because both webdataset and
+    tarfile stop silently at a truncated tar; a tar missing its end-of-archive blocks is refused here.
+    """
+    path = Path(path)
+    _check_complete_tar(path)
+    try:
+        with tarfile.open(path, "r:") as tar:
+            current: dict[str, Any] | None = None
+            for member in tar:
+                if not member.isfile():
+                    continue
+                name = member.name.rsplit("/", 1)[-1]
+                key, _, ext = name.partition(".")
+                if current is not None and key != current["key"]:
+                    yield current
+                    current = None
+                if current is None:
+                    current = {"key": key, "image": None, "caption": "", "json": {}}
+                data = tar.extractfile(member).read()
+                ext = ext.lower()
+                if ext in IMAGE_EXTS:
+                    current["image"] = data
+                elif ext == "txt":
+                    current["caption"] = data.decode("utf-8", errors="replace")
+                elif ext == "json":
+                    current["json"] = json.loads(data)
+            if current is not None:
+                yield current
+    except (tarfile.TarError, OSError, EOFError, json.JSONDecodeError) as exc:
+        raise TLDError(f"cannot read shard {path}: {str(exc).splitlines()[0]}") from None
+
+
+def _check_complete_tar(path: Path) -> None:
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            f.seek(max(size - 1024, 0))
+            tail = f.read()
+    except OSError as exc:
+        raise TLDError(f"cannot read shard {path}: {exc}") from None
+    if size < 1024 or size % 512 or tail.count(0) != len(tail):
+        raise TLDError(
+            f"shard {path} is truncated or not a tar file ({size} bytes, no end-of-archive marker)"
+        )

@@ -1,0 +1,138 @@
+"""img2dataset over a loopback HTTP server: exact success/failure counts, then encode those shards."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from preprocessing.download import DownloadConfig, download
+from preprocessing.shards import iter_shard, list_shards
+from tld.errors import TLDError
+
+N_GOOD = 20
+
+
+def _colour(i: int) -> tuple[int, int, int]:
+    return (10 * i + 20, 255 - 10 * i, (37 * i) % 256)
+
+
+def _image_bytes(image: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _make_site(root: Path) -> list[tuple[str, str]]:
+    """Files served by the test server; returns (path, caption) rows, good images first."""
+    rows = []
+    for i in range(N_GOOD):
+        Image.new("RGB", (48, 40), _colour(i)).save(root / f"img{i:02d}.jpg", quality=98)
+        rows.append((f"img{i:02d}.jpg", f"solid colour number {i}"))
+    (root / "rgba.png").write_bytes(_image_bytes(Image.new("RGBA", (32, 32), (255, 0, 0, 128)), "PNG"))
+    (root / "gray.png").write_bytes(_image_bytes(Image.new("L", (32, 32), 77), "PNG"))
+    (root / "cmyk.jpg").write_bytes(_image_bytes(Image.new("CMYK", (32, 32), (0, 255, 255, 0)), "JPEG"))
+    rows += [("rgba.png", "an rgba image"), ("gray.png", "a grayscale image"), ("cmyk.jpg", "a cmyk image")]
+    (root / "page.html").write_text("<html><body>not an image</body></html>")
+    full = _image_bytes(Image.effect_noise((64, 64), 50).convert("RGB"), "JPEG")
+    (root / "truncated.jpg").write_bytes(full[:300])
+    rows += [("page.html", "a web page"), ("truncated.jpg", "a truncated jpeg")]
+    rows += [(f"missing{i}.jpg", f"gone {i}") for i in range(3)]
+    return rows
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("site")
+    rows = _make_site(root)
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    yield [(base + path, caption) for path, caption in rows]
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def downloaded(site, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dl")
+    table = tmp / "urls.tsv"
+    pd.DataFrame({"link": [u for u, _ in site], "text": [c for _, c in site]}).to_csv(
+        table, sep="\t", index=False
+    )
+    cfg = DownloadConfig(url_col="link", caption_col="text", image_size=32, samples_per_shard=8, threads=4)
+    summary = download(table, tmp / "shards", cfg)
+    return summary, tmp / "shards", table, cfg
+
+
+def test_download_counts(downloaded):
+    summary, shards, _, _ = downloaded
+    print(summary.format())
+    assert summary.count == N_GOOD + 3 + 2 + 3
+    assert summary.successes == N_GOOD + 3
+    # 404s fail the download; the HTML page and the truncated JPEG arrive but cannot be decoded.
+    assert (summary.failed_to_download, summary.failed_to_resize) == (3, 2)
+    assert summary.failures == {"HTTP Error 404: File not found": 3, "Image decoding error": 2}
+    assert summary.shards == len(list_shards(shards)) == 4
+
+
+def test_downloaded_shards_hold_resized_captioned_images(downloaded):
+    _, shards, _, _ = downloaded
+    seen = {}
+    for shard in list_shards(shards):
+        for sample in iter_shard(shard):
+            if sample["image"] is not None:
+                seen[sample["caption"]] = Image.open(io.BytesIO(sample["image"]))
+    assert len(seen) == N_GOOD + 3
+    img = seen["solid colour number 7"]
+    assert img.size == (32, 32)
+    np.testing.assert_allclose(np.asarray(img.convert("RGB")).reshape(-1, 3).mean(0), _colour(7), atol=3)
+
+
+def test_rerun_is_incremental(downloaded):
+    summary, shards, table, cfg = downloaded
+    before = {p.name: p.stat().st_mtime_ns for p in list_shards(shards)}
+    again = download(table, shards, cfg)
+    assert again.successes == summary.successes
+    assert {p.name: p.stat().st_mtime_ns for p in list_shards(shards)} == before
+
+
+def test_missing_column_names_the_columns_found(tmp_path):
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"URL": ["http://x/a.jpg"], "txt": ["a"]}).to_csv(table, index=False)
+    with pytest.raises(
+        TLDError, match=r"no column\(s\) \['url', 'caption'\]; columns found: \['URL', 'txt'\]"
+    ):
+        download(table, tmp_path / "out")
+
+
+def test_empty_table(tmp_path):
+    table = tmp_path / "t.jsonl"
+    table.write_text("")
+    with pytest.raises(TLDError, match="empty|no column"):
+        download(table, tmp_path / "out")
+    table = tmp_path / "t.csv"
+    table.write_text("url,caption\n")
+    with pytest.raises(TLDError, match="is empty"):
+        download(table, tmp_path / "out")
+
+
+def test_unknown_table_suffix(tmp_path):
+    table = tmp_path / "t.xlsx"
+    table.write_text("x")
+    with pytest.raises(TLDError, match=r"suffix '.xlsx'"):
+        download(table, tmp_path / "out")
