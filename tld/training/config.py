@@ -146,7 +146,9 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
     # YAML 1.1 reads "3e-4" as a string; numbers are what numeric fields need.
     if isinstance(value, str) and isinstance(default, (int, float)) and not isinstance(default, bool):
         try:
-            return type(default)(float(value)) if isinstance(default, int) and "." not in value else float(value)
+            return (
+                type(default)(float(value)) if isinstance(default, int) and "." not in value else float(value)
+            )
         except ValueError:
             raise TLDError(f"config key {key!r} must be a number, got {value!r}") from None
     return value

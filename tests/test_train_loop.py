@@ -1,0 +1,119 @@
+"""The training loop end to end on tiny models and synthetic latents (real accelerate, CPU)."""
+
+import numpy as np
+import pytest
+import torch
+from train_fixtures import write_dataset
+
+from tld.errors import TLDError
+from tld.training import checkpoint as ckpt
+from tld.training.config import load_config
+from tld.training.loop import train
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate():
+    from accelerate.state import AcceleratorState, PartialState
+
+    yield
+    AcceleratorState._reset_state(True)
+    PartialState._reset_state()
+
+
+def tiny_config(tmp_path, run="run", *overrides):
+    data = tmp_path / "data"
+    if not data.exists():
+        write_dataset(data, n=32)
+    base = [
+        f"data.path={data}",
+        "model_preset=tiny",
+        f"output_dir={tmp_path / run}",
+        "batch_size=8",
+        "optim.lr=2e-3",
+        "optim.warmup_steps=5",
+        "sample.every=0",
+        "tracker=none",
+        "progress=false",
+    ]
+    return load_config(None, base + list(overrides))
+
+
+def _weights(folder):
+    loaded = ckpt.load_checkpoint(folder)
+    return loaded["model"], loaded["ema"]
+
+
+def test_resume_is_bit_exact_and_survives_a_crash_inside_a_write(tmp_path, monkeypatch):
+    extra = [
+        "steps=12",
+        "checkpoint_every=6",
+        "optim.grad_accum=2",
+        "data.flip=true",
+        "augment.prob=0.5",
+        "model.dropout=0.1",
+        "inpaint.enabled=false",
+    ]
+    straight = train(tiny_config(tmp_path, "straight", *extra))
+    assert straight.step == 12
+
+    real_write = ckpt._write_training_state
+    calls = []
+
+    def crash_at_second_checkpoint(folder, *args):
+        calls.append(folder.name)
+        if folder.name == ".tmp_step_12":
+            raise OSError("simulated kill inside the checkpoint write")
+        real_write(folder, *args)
+
+    monkeypatch.setattr(ckpt, "_write_training_state", crash_at_second_checkpoint)
+    with pytest.raises(OSError, match="simulated kill"):
+        train(tiny_config(tmp_path, "resumed", *extra))
+    monkeypatch.setattr(ckpt, "_write_training_state", real_write)
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    root = tmp_path / "resumed" / "checkpoints"
+    assert ckpt.latest_checkpoint(root) == root / "step_6"
+
+    resumed = train(tiny_config(tmp_path, "resumed", *extra, "resume=latest"))
+    assert resumed.step == 12 and len(resumed.losses) == 6
+    assert straight.losses[6:] == resumed.losses
+    for a, b in zip(_weights(straight.last_checkpoint), _weights(resumed.last_checkpoint)):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_with_a_different_model_config_is_refused(tmp_path):
+    train(tiny_config(tmp_path, "run", "steps=2", "checkpoint_every=2"))
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    with pytest.raises(TLDError, match=r"different config \(model.embed_dim"):
+        train(tiny_config(tmp_path, "run", "steps=4", "resume=latest", "model.embed_dim=64"))
+
+
+def test_nan_loss_stops_and_names_last_good_checkpoint(tmp_path):
+    cfg = tiny_config(
+        tmp_path,
+        "run",
+        "steps=20",
+        "checkpoint_every=1",
+        "optim.lr=1e30",
+        "optim.warmup_steps=0",
+        "optim.grad_clip=0",
+    )
+    with pytest.raises(
+        TLDError, match=r"loss became (nan|inf) at step \d+; training stopped, the last good checkpoint is"
+    ):
+        train(cfg)
+    last = ckpt.latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert last is not None
+    assert all(np.isfinite(v.numpy()).all() for v in _weights(last)[0].values())
+
+
+def test_model_latent_shape_must_match_data(tmp_path):
+    with pytest.raises(
+        TLDError, match=r"config.model does not match the dataset: in_channels=3 \(data needs 4\)"
+    ):
+        train(tiny_config(tmp_path, "run", "steps=1", "model.in_channels=3"))
