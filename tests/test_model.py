@@ -1,0 +1,250 @@
+"""The denoiser network: shapes, conditioning semantics, save/load, FLOP count, bad input, `tld info`."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from tld.cli import main as cli_main
+from tld.errors import TLDError
+from tld.model import Denoiser, DenoiserConfig, forward_flops
+
+TINY = DenoiserConfig.preset("tiny")
+
+
+def _net(seed: int = 0, **changes) -> Denoiser:
+    torch.manual_seed(seed)
+    net = Denoiser(TINY.replace(**changes)).eval()
+    # Zero-initialised parts (extra conditioning) get random values so they can be seen to act.
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net
+
+
+def _batch(b: int = 3, h: int = 8, w: int = 8, c: int = 4, d: int = 16, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, c, h, w, generator=g), torch.rand(b, generator=g), torch.randn(b, d, generator=g)
+
+
+def test_presets_have_the_intended_sizes():
+    with torch.device("meta"):
+        counts = {
+            name: Denoiser(DenoiserConfig.preset(name)).num_parameters() for name in ("tiny", "small", "101m")
+        }
+    assert counts["tiny"] < 100_000
+    assert 10e6 < counts["small"] < 30e6
+    assert 100e6 < counts["101m"] < 102e6
+    assert DenoiserConfig() == DenoiserConfig.preset("101m")
+
+
+def test_config_json_round_trip_and_unknown_keys(tmp_path):
+    cfg = TINY.replace(latent_size=(8, 12), num_classes=10, extra_cond_dim=3, learned_null=True)
+    back = DenoiserConfig.from_json(cfg.to_json())
+    assert back == cfg and back.latent_size == (8, 12)
+    (tmp_path / "config.json").write_text(json.dumps({"format": "tld-pipeline", "denoiser": cfg.to_dict()}))
+    assert DenoiserConfig.load(tmp_path) == cfg
+    with pytest.raises(TLDError, match=r"unknown DenoiserConfig keys \['embed'\]"):
+        DenoiserConfig.from_dict({"embed": 3})
+    with pytest.raises(TLDError, match="num_heads=5 must be >= 1 and divide embed_dim=32"):
+        TINY.replace(num_heads=5)
+    with pytest.raises(TLDError, match="latent width 9 is not divisible by patch_size 2"):
+        TINY.replace(latent_size=(8, 9))
+    with pytest.raises(TLDError, match="unknown denoiser preset 'huge'"):
+        DenoiserConfig.preset("huge")
+
+
+def test_forward_shapes_for_inpainting_channels_and_other_sizes():
+    net = _net(in_channels=9, out_channels=4)
+    x, t, text = _batch(c=9)
+    assert net(x, t, text).shape == (3, 4, 8, 8)
+    x, t, text = _batch(h=12, w=6, c=9)
+    assert net(x, t[:, None], text).shape == (3, 4, 12, 6)
+    # A scalar noise level applies to every row.
+    assert torch.equal(net(x, 0.5, text), net(x, torch.full((3,), 0.5), text))
+
+
+def test_rows_are_independent():
+    net = _net()
+    x, t, text = _batch()
+    full = net(x, t, text)
+    torch.testing.assert_close(net(x[1:2], t[1:2], text[1:2]), full[1:2], rtol=1e-5, atol=1e-6)
+
+
+def test_ffn_uses_the_true_non_square_grid():
+    net = _net(latent_size=(8, 12))
+    ffn, grid = net.blocks[0].ffn, (4, 6)
+    tokens = torch.randn(2, 24, 32)
+    hidden = ffn.fc1(tokens).transpose(1, 2).reshape(2, -1, *grid)
+    conv = F.conv2d(hidden, ffn.dwconv.weight, ffn.dwconv.bias, padding=1, groups=hidden.shape[1])
+    expected = ffn.fc2(F.gelu(conv.flatten(2).transpose(1, 2)))
+    torch.testing.assert_close(ffn(tokens, grid), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_positional_embedding_interpolates_smoothly():
+    net = _net(latent_size=(8, 8))
+    gh, gw = net.config.grid
+    rows = torch.linspace(0, 1, gh)[:, None, None]
+    cols = torch.linspace(0, 1, gw)[None, :, None]
+    freq = torch.arange(1, 33)[None, None, :] * 0.02
+    smooth = torch.sin(freq * (rows + 2 * cols)).reshape(gh * gw, 32)
+    with torch.no_grad():
+        net.pos_embed.copy_(smooth)
+    assert net.positional((gh, gw)) is net.pos_embed
+    up = net.positional((2 * gh, 3 * gw)).T.reshape(1, 32, 2 * gh, 3 * gw)
+    down = F.avg_pool2d(up, (2, 3)).reshape(32, -1).T
+    torch.testing.assert_close(down, smooth, rtol=0, atol=0.05)
+
+
+def test_drop_cond_equals_null_condition_for_pooled_and_token_text():
+    net = _net()
+    x, t, text = _batch()
+    drop = torch.tensor([True, False, True])
+    out = net(x, t, text, drop_cond=drop)
+    null = net(x, t, None)
+    torch.testing.assert_close(out[drop], null[drop], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out[~drop], net(x, t, text)[~drop], rtol=1e-5, atol=1e-6)
+    tokens = torch.randn(3, 5, 16)
+    out = net(x, t, tokens, drop_cond=drop)
+    torch.testing.assert_close(out[drop], null[drop], rtol=1e-5, atol=1e-6)
+    assert (out[~drop] - null[~drop]).abs().max() > 1e-3
+
+
+def test_masked_text_tokens_are_ignored():
+    net = _net()
+    x, t, _ = _batch()
+    tokens = torch.randn(3, 6, 16)
+    mask = torch.tensor([[True] * 6, [True] * 3 + [False] * 3, [True] + [False] * 5])
+    changed = tokens.clone()
+    changed[~mask] = 100.0
+    torch.testing.assert_close(net(x, t, tokens, mask), net(x, t, changed, mask), rtol=1e-5, atol=1e-6)
+    assert (net(x, t, tokens, mask)[1] - net(x, t, tokens)[1]).abs().max() > 1e-3
+
+
+def test_class_labels_null_class_and_learned_null():
+    net = _net(num_classes=4, learned_null=True)
+    x, t, text = _batch()
+    labels = torch.tensor([0, 1, 3])
+    out = net(x, t, text, class_labels=labels)
+    assert (out - net(x, t, text, class_labels=torch.tensor([2, 2, 2]))).abs().amax(
+        dim=(1, 2, 3)
+    ).min() > 1e-4
+    dropped = net(x, t, text, class_labels=labels, drop_cond=torch.ones(3, dtype=torch.bool))
+    torch.testing.assert_close(dropped, net(x, t), rtol=1e-5, atol=1e-6)
+    # The learned null vector is what `text_emb=None` feeds the text projection.
+    as_text = net.null_text.detach().expand(3, -1)
+    torch.testing.assert_close(net(x, t, as_text), net(x, t), rtol=1e-5, atol=1e-6)
+
+
+def test_extra_cond_none_means_zeros_and_starts_as_no_op():
+    net = _net(extra_cond_dim=3)
+    x, t, text = _batch()
+    torch.testing.assert_close(net(x, t, text), net(x, t, text, extra_cond=torch.zeros(3, 3)))
+    assert (net(x, t, text, extra_cond=torch.ones(3, 3)) - net(x, t, text)).abs().max() > 1e-3
+    torch.manual_seed(0)
+    fresh = Denoiser(TINY.replace(extra_cond_dim=3)).eval()
+    torch.testing.assert_close(fresh(x, t, text, extra_cond=torch.randn(3, 3)), fresh(x, t, text))
+
+
+def test_save_and_load_pretrained(tmp_path):
+    net = _net(norm_position="post", num_classes=2)
+    (tmp_path / "config.json").write_text(json.dumps({"format": "tld-pipeline", "ema": True}))
+    net.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["ema"] is True and saved["denoiser"]["norm_position"] == "post"
+    back = Denoiser.from_pretrained(tmp_path).eval()
+    x, t, text = _batch()
+    assert torch.equal(back(x, t, text), net(x, t, text))
+
+    saved["denoiser"]["embed_dim"] = 64
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(TLDError, match=r"wrong shape: .*expected \(\d+, 64\), found \(\d+, 32\)"):
+        Denoiser.from_pretrained(tmp_path)
+    with pytest.raises(TLDError, match="expected a model folder with config.json"):
+        Denoiser.from_pretrained(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("changes", [{}, {"num_classes": 3, "extra_cond_dim": 2, "latent_size": (8, 12)}])
+def test_analytic_flops_match_torch_flop_counter(changes):
+    cfg = TINY.replace(**changes)
+    net = Denoiser(cfg).eval()
+    x, t, text = _batch(b=2, h=8, w=12)
+    kwargs = (
+        {"class_labels": torch.tensor([0, 1]), "extra_cond": torch.randn(2, 2)} if cfg.num_classes else {}
+    )
+    # The math backend decomposes attention into matmuls the counter sees.
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        net(x, t, text, **kwargs)
+    assert forward_flops(cfg, 2, 8, 12) == counter.get_total_flops()
+
+
+def test_tiny_model_learns_a_fixed_batch():
+    torch.manual_seed(0)
+    net = Denoiser(TINY).train()
+    x, t, text = _batch(b=8)
+    target = torch.randn_like(x)
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss = F.mse_loss(net(x, t, text), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"x": torch.randn(2, 3, 8, 8)}, r"x must have shape \(B, 4, H, W\), got \(2, 3, 8, 8\)"),
+        ({"x": torch.randn(2, 4, 8, 7)}, "multiples of patch_size 2, got 8x7"),
+        ({"x": torch.full((2, 4, 8, 8), math.nan)}, "x must be finite, but 512 of 512"),
+        ({"noise_level": torch.rand(3)}, r"noise_level must have shape \(2,\) or \(2, 1\)"),
+        ({"noise_level": torch.tensor([0.1, math.inf])}, "noise_level must be finite"),
+        (
+            {"text_emb": torch.randn(2, 768)},
+            r"text_emb must have shape \(2, 16\) or \(2, T, 16\), got \(2, 768\)",
+        ),
+        (
+            {"text_emb": torch.randn(2, 5, 16), "text_mask": torch.ones(2, 4, dtype=torch.bool)},
+            "text_mask must",
+        ),
+        ({"class_labels": torch.tensor([0, 1])}, r"no class labels \(num_classes=0\)"),
+        ({"drop_cond": torch.tensor([1, 0])}, r"drop_cond must be a bool tensor of shape \(2,\)"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(kwargs, message):
+    net = _net()
+    args = {
+        "x": torch.randn(2, 4, 8, 8),
+        "noise_level": torch.rand(2),
+        "text_emb": torch.randn(2, 16),
+    } | kwargs
+    with pytest.raises(TLDError, match=message):
+        net(args.pop("x"), args.pop("noise_level"), **args)
+
+
+def test_class_label_range_is_checked():
+    net = _net(num_classes=3)
+    with pytest.raises(TLDError, match=r"class_labels must lie in \[0, 3\].*got values in \[0, 4\]"):
+        net(torch.randn(2, 4, 8, 8), torch.rand(2), class_labels=torch.tensor([0, 4]))
+
+
+def test_tld_info_prints_counts_and_shapes(capsys, tmp_path):
+    assert cli_main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "101,165,888" in out and "46.16" in out and "(B, 4, 32, 32)" in out
+    path = tmp_path / "cfg.json"
+    path.write_text(TINY.replace(in_channels=9).to_json())
+    assert cli_main(["info", "--config", str(path), "--latent-size", "8", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "(B, 9, 8, 12)" in out and "24 (4x6 grid, patch 2)" in out
+    assert cli_main(["info", "--config", "tiny", "--latent-size", "7", "8"]) == 1
+    assert "multiples of patch_size 2, got 7 8" in capsys.readouterr().err
