@@ -1,0 +1,95 @@
+"""Export a training checkpoint as a model folder that `TLDPipeline.from_pretrained` loads."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from tld.errors import TLDError
+from tld.training import checkpoint as ckpt
+
+FORMAT = "tld-pipeline"
+VERSION = 1
+
+
+def _is_local_dir(spec: Any) -> bool:
+    path = spec.get("path") if isinstance(spec, dict) else spec
+    return bool(path) and Path(str(path)).is_dir()
+
+
+def _export_vae(spec: dict[str, Any], out: Path, copy_local: bool) -> Any:
+    if not spec:
+        return None
+    if copy_local and _is_local_dir(spec):
+        from tld.encoders.vae import VAE
+
+        VAE.from_pretrained(spec["path"], latent_scale=float(spec.get("latent_scale", 8.0))).save_pretrained(
+            out / "vae"
+        )
+        return "vae"
+    return spec
+
+
+def _export_text_encoder(spec: dict[str, Any], out: Path, copy_local: bool) -> Any:
+    if not spec:
+        return None
+    if copy_local and _is_local_dir(spec):
+        from tld.encoders.text import load_text_encoder
+
+        load_text_encoder(spec).save_pretrained(out / "text_encoder")
+        return "text_encoder"
+    return spec
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    ema: bool = True,
+    copy_local_components: bool = True,
+) -> Path:
+    """Write `out_dir/config.json` + `denoiser.safetensors` (EMA weights unless ema=False).
+
+    The VAE and text encoder come from the training dataset's meta.json: hub ids stay specs in
+    config.json; local folders are re-saved as `vae/` and `text_encoder/` so the export is self-contained.
+    """
+    from tld.model import Denoiser, DenoiserConfig
+    from tld.model.state import load_checked
+
+    folder = Path(checkpoint)
+    if (folder / "checkpoints").is_dir():  # a run's output folder: take its newest checkpoint
+        found = ckpt.latest_checkpoint(folder / "checkpoints")
+        if found is None:
+            raise TLDError(f"no complete checkpoint under {folder / 'checkpoints'}")
+        folder = found
+    loaded = ckpt.load_checkpoint(folder)
+    state = loaded["state"]
+    weights = loaded["ema"] if ema else loaded["model"]
+    if weights is None:
+        raise TLDError(f"{folder} holds no EMA weights; export with ema=False (--no-ema)")
+    net = Denoiser(DenoiserConfig.from_dict(state["compat"]["model"]))
+    load_checked(net, weights, str(folder))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = state.get("dataset", {})
+    train_cfg = state.get("config", {})
+    config = {
+        "format": FORMAT,
+        "version": VERSION,
+        "parameterization": state["compat"]["parameterization"],
+        "vae": _export_vae(dataset.get("vae") or {}, out, copy_local_components),
+        "text_encoder": _export_text_encoder(dataset.get("text_encoder") or {}, out, copy_local_components),
+        "ema": bool(ema),
+        "text_tokens": bool(dataset.get("text_tokens", False)),
+        "training": {
+            "step": state["step"],
+            "dataset": dataset.get("path"),
+            "condition": train_cfg.get("data", {}).get("condition"),
+            "inpaint": state["compat"].get("inpaint", False),
+            "augment_cond": train_cfg.get("augment", {}).get("prob", 0) > 0,
+        },
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    net.save_pretrained(out)  # adds the "denoiser" entry to config.json
+    return out
