@@ -3,12 +3,16 @@
 import numpy as np
 import pytest
 import torch
-from train_fixtures import write_dataset
+from train_fixtures import pattern_latents, write_dataset
 
+from tld.data import LatentDataset
+from tld.diffusion import get_parameterization
 from tld.errors import TLDError
+from tld.model import Denoiser, DenoiserConfig
 from tld.training import checkpoint as ckpt
 from tld.training.config import load_config
 from tld.training.loop import train
+from tld.training.samples import sample_latents, validation_condition
 
 
 @pytest.fixture(autouse=True)
@@ -117,3 +121,42 @@ def test_model_latent_shape_must_match_data(tmp_path):
         TLDError, match=r"config.model does not match the dataset: in_channels=3 \(data needs 4\)"
     ):
         train(tiny_config(tmp_path, "run", "steps=1", "model.in_channels=3"))
+
+
+def test_loss_falls_and_ema_samples_reach_the_data(tmp_path):
+    cfg = tiny_config(
+        tmp_path,
+        "run",
+        "steps=300",
+        "batch_size=16",
+        "optim.warmup_steps=20",
+        "ema.decay=0.99",
+        "checkpoint_every=300",
+        "sample.every=150",
+        "tracker=tensorboard",
+        "sample.steps=10",
+        "sample.cfg=2.0",
+    )
+    result = train(cfg)
+    first, last = np.mean(result.losses[:20]), np.mean(result.losses[-20:])
+    assert last < 0.25 * first, (first, last)
+    assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == [
+        "step_0000150.png",
+        "step_0000300.png",
+    ]
+    assert list((tmp_path / "run").rglob("events.out.tfevents*"))  # TensorBoard got the scalars
+
+    saved = ckpt.load_checkpoint(result.last_checkpoint)
+    net = Denoiser(DenoiserConfig.from_dict(saved["state"]["compat"]["model"])).eval()
+    data = LatentDataset(tmp_path / "data")
+    cond, n = validation_condition(data, 4)  # validation prompt k names pattern k
+    target = torch.from_numpy(pattern_latents())
+
+    def sample_error(state):
+        net.load_state_dict(state)
+        x = sample_latents(net, get_parameterization("tld"), cond, n, data.latent_shape, cfg)
+        return (x - target).pow(2).mean().item()
+
+    untrained = sample_error(Denoiser(net.config).state_dict())
+    trained = sample_error(saved["ema"])
+    assert trained < 0.2 * untrained, (trained, untrained)
