@@ -1,0 +1,158 @@
+"""Training sigma densities: each is a small callable ``density(n, generator=None, device="cpu") -> (n,)``.
+
+They are dataclasses so a training config can store them as JSON (``to_dict`` / ``get_density(**d)``).
+Random numbers are drawn on the CPU from ``generator`` and then moved, so a seed gives the same sigmas
+on every device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from tld.diffusion.checks import check_choice, check_sigma_range
+from tld.errors import TLDError
+
+# t = 1 would be sigma = inf and t = 0 makes eps targets undefined; Beta/uniform draws are kept inside.
+T_EPS = 1e-4
+
+
+def _uniform(n: int, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.rand(n, generator=generator, dtype=torch.float64)
+
+
+def _t_to_sigma(t: torch.Tensor, device) -> torch.Tensor:
+    t = t.clamp(T_EPS, 1 - T_EPS)
+    return (t / (1 - t)).float().to(device)
+
+
+@dataclass
+class Density:
+    name: ClassVar[str] = ""
+
+    def __call__(self, n: int, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **asdict(self)}
+
+
+@dataclass
+class TLDBeta(Density):
+    """The original TLD density: t ~ Beta(a, b) (default 1, 2.5, favouring low noise), sigma = t / (1 - t)."""
+
+    name: ClassVar[str] = "tld_beta"
+    a: float = 1.0
+    b: float = 2.5
+
+    def __post_init__(self):
+        if self.a <= 0 or self.b <= 0:
+            raise TLDError(f"Beta density needs a > 0 and b > 0, got a={self.a}, b={self.b}")
+
+    def __call__(self, n, generator=None, device="cpu"):
+        # torch.distributions.Beta takes no generator; X / (X + Y) with X ~ Gamma(a), Y ~ Gamma(b) is
+        # Beta(a, b), and the (private but stable) _standard_gamma does take one, keeping seeds reproducible.
+        x = torch._standard_gamma(torch.full((n,), self.a, dtype=torch.float64), generator=generator)
+        y = torch._standard_gamma(torch.full((n,), self.b, dtype=torch.float64), generator=generator)
+        return _t_to_sigma(x / (x + y), device)
+
+
+@dataclass
+class LogNormal(Density):
+    """EDM's training density: log sigma ~ N(p_mean, p_std^2)."""
+
+    name: ClassVar[str] = "lognormal"
+    p_mean: float = -1.2
+    p_std: float = 1.2
+
+    def __call__(self, n, generator=None, device="cpu"):
+        z = torch.randn(n, generator=generator, dtype=torch.float64)
+        return (self.p_mean + self.p_std * z).exp().float().to(device)
+
+
+@dataclass
+class LogLogistic(Density):
+    """log sigma ~ Logistic(loc, scale) truncated to [sigma_min, sigma_max] (sampled by inverse CDF).
+
+    The default scale 0.66 gives the same spread as EDM's lognormal (std = scale * pi / sqrt(3) ~ 1.2).
+    """
+
+    name: ClassVar[str] = "loglogistic"
+    loc: float = -1.2
+    scale: float = 0.66
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+
+    def __post_init__(self):
+        check_sigma_range(self.sigma_min, self.sigma_max)
+        if self.scale <= 0:
+            raise TLDError(f"loglogistic scale must be > 0, got {self.scale}")
+
+    def _cdf(self, sigma: float) -> float:
+        return 1 / (1 + math.exp(-(math.log(sigma) - self.loc) / self.scale))
+
+    def __call__(self, n, generator=None, device="cpu"):
+        lo, hi = self._cdf(self.sigma_min), self._cdf(self.sigma_max)
+        u = (lo + (hi - lo) * _uniform(n, generator)).clamp(1e-12, 1 - 1e-12)
+        log_sigma = self.loc + self.scale * (u.log() - (-u).log1p())
+        return log_sigma.exp().clamp(self.sigma_min, self.sigma_max).float().to(device)
+
+
+@dataclass
+class UniformT(Density):
+    """t ~ U(t_min, t_max) on the TLD interpolant, sigma = t / (1 - t)."""
+
+    name: ClassVar[str] = "uniform_t"
+    t_min: float = 0.0
+    t_max: float = 1.0
+
+    def __post_init__(self):
+        if not 0 <= self.t_min < self.t_max <= 1:
+            raise TLDError(
+                f"uniform_t needs 0 <= t_min < t_max <= 1, got t_min={self.t_min}, t_max={self.t_max}"
+            )
+
+    def __call__(self, n, generator=None, device="cpu"):
+        t = self.t_min + (self.t_max - self.t_min) * _uniform(n, generator)
+        return _t_to_sigma(t, device)
+
+
+@dataclass
+class DiscreteDensity(Density):
+    """A uniformly drawn discrete timestep of an eps/v model, returned as its sigma (DDPM training)."""
+
+    name: ClassVar[str] = "discrete"
+    sigmas: list[float] = field(default_factory=list)
+
+    def __post_init__(self):
+        if len(self.sigmas) < 1:
+            raise TLDError(
+                "discrete density needs the model's sigmas (e.g. param.default_density()), got none"
+            )
+
+    def __call__(self, n, generator=None, device="cpu"):
+        idx = torch.randint(len(self.sigmas), (n,), generator=generator)
+        return torch.tensor(self.sigmas, dtype=torch.float64)[idx].float().to(device)
+
+
+DENSITIES: dict[str, type[Density]] = {
+    cls.name: cls for cls in (TLDBeta, LogNormal, LogLogistic, UniformT, DiscreteDensity)
+}
+
+
+def get_density(name: str, **kwargs: Any) -> Density:
+    """Build a training density by name; ``get_density(**density.to_dict())`` round-trips.
+
+    ``discrete`` also accepts ``param=`` (an eps/v parameterization) instead of ``sigmas=``.
+    """
+    cls = DENSITIES[check_choice(name, DENSITIES, "density")]
+    if name == "discrete" and "param" in kwargs:
+        kwargs["sigmas"] = kwargs.pop("param").sigmas.tolist()
+    valid = list(cls.__dataclass_fields__)
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise TLDError(f"unknown option(s) {unknown} for density {name!r}; expected: {', '.join(valid)}")
+    return cls(**kwargs)
