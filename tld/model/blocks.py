@@ -26,9 +26,9 @@ class SinusoidalEmbedding(nn.Module):
 class PatchEmbed(nn.Module):
     """(B, C, H, W) -> (B, H/p * W/p, E): strided conv to C*p*p, LayerNorm, Linear to E, LayerNorm."""
 
-    def __init__(self, in_channels: int, patch_size: int, embed_dim: int):
+    def __init__(self, in_channels: int, patch_size: int, embed_dim: int, patch_dim: int | None = None):
         super().__init__()
-        patch_dim = in_channels * patch_size * patch_size
+        patch_dim = patch_dim or in_channels * patch_size * patch_size
         self.conv = nn.Conv2d(in_channels, patch_dim, kernel_size=patch_size, stride=patch_size)
         self.norm_in = nn.LayerNorm(patch_dim)
         self.proj = nn.Linear(patch_dim, embed_dim)

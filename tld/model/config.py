@@ -40,6 +40,9 @@ class DenoiserConfig:
     learned_null: bool = False  # learn the null text vector instead of using zeros
     norm_position: str = "pre"  # "post" reproduces the original blocks
     head_layout: str = "split"
+    # Width of the flattened patch before projection; None: in_channels * patch_size**2. Inpainting
+    # models grown from a base keep the base's width so the grown model starts equal to it.
+    patch_dim: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.latent_size, int):

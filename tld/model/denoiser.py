@@ -53,7 +53,7 @@ class Denoiser(nn.Module):
             nn.init.zeros_(self.extra_proj.bias)
         self.cond_norm = nn.LayerNorm(e)
 
-        self.patch_embed = PatchEmbed(cfg.in_channels, cfg.patch_size, e)
+        self.patch_embed = PatchEmbed(cfg.in_channels, cfg.patch_size, e, cfg.patch_dim)
         self.pos_embed = nn.Parameter(torch.randn(cfg.grid[0] * cfg.grid[1], e) * 0.02)
         self.blocks = nn.ModuleList(
             TransformerBlock(

@@ -28,7 +28,7 @@ def forward_flops(
     n = (h // p) * (w // p)
     m = cond_tokens(cfg, text_tokens)
     hidden = cfg.mlp_ratio * e
-    patch_dim = c_in * p * p
+    patch_dim = cfg.patch_dim or c_in * p * p
 
     # multiply-adds per image
     cond = cfg.noise_embed_dim * e + e * e + text_tokens * cfg.text_dim * e + cfg.extra_cond_dim * e
