@@ -34,7 +34,10 @@ BACKENDS = ("open_clip", "hf_clip", "minilm")
 
 @dataclass
 class TextEmbeddings:
-    """pooled (N, D); tokens (N, T, D_tok) and mask (N, T) bool (True = real token) when asked for."""
+    """pooled (N, D); tokens (N, T, D_tok) and mask (N, T) bool (True = real token) when asked for.
+
+    Token features at masked (padding) positions are exactly zero.
+    """
 
     pooled: torch.Tensor
     tokens: torch.Tensor | None = None
@@ -104,8 +107,10 @@ class BaseTextEncoder:
             p, t, m = self._encode_batch(texts[part])
             pooled.append(p.float().cpu())
             if tokens:
-                toks.append(t.float().cpu())
-                masks.append(m.bool().cpu())
+                # Zero padded positions: their values depend on the padding scheme, not the caption.
+                m = m.bool().cpu()
+                toks.append(t.float().cpu() * m[..., None])
+                masks.append(m)
         if not texts:
             return self._empty(tokens)
         pooled_t = torch.cat(pooled)
