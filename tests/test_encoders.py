@@ -310,3 +310,23 @@ def test_image_bad_input(tmp_path):
     good = load_image(data)
     assert good.mode == "RGB" and good.size == (64, 64)
     assert max(abs(a - b) for a, b in zip(good.getpixel((5, 5)), (9, 99, 199))) <= 3
+
+
+def test_open_clip_text_tower_matches_full_clip_encode_text():
+    """The extracted tower reproduces open_clip's own CLIP.encode_text (QuickGELU, as OpenAI's weights)."""
+    import open_clip
+    from helpers import TINY_OPEN_CLIP_CFG
+
+    from tld.encoders.text_open_clip import OpenClipTextEncoder
+
+    cfg = {**TINY_OPEN_CLIP_CFG, "quick_gelu": True}
+    torch.manual_seed(3)
+    vision = {"image_size": 16, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16}
+    clip = open_clip.model.CLIP(cfg["embed_dim"], vision, cfg["text_cfg"], quick_gelu=True).eval()
+    enc = OpenClipTextEncoder.from_clip_model(clip, cfg)
+    ids = open_clip.tokenizer.SimpleTokenizer(context_length=16)(CAPTIONS)
+    with torch.no_grad():
+        reference = clip.encode_text(ids)
+    torch.testing.assert_close(enc.encode(CAPTIONS).pooled, reference)
+    plain_gelu = OpenClipTextEncoder.from_clip_model(clip, {**cfg, "quick_gelu": False})
+    assert not torch.allclose(plain_gelu.encode(CAPTIONS).pooled, reference, atol=1e-4)

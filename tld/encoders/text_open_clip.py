@@ -28,14 +28,20 @@ def build_text_tower(model_cfg: dict[str, Any]) -> torch.nn.Module:
     from open_clip.model import _build_text_tower
 
     text_cfg = dict(model_cfg.get("text_cfg") or {})
-    if text_cfg.get("hf_model_name") or text_cfg.get("hf_tokenizer_name"):
+    hf_name = text_cfg.get("hf_model_name") or text_cfg.get("hf_tokenizer_name")
+    if hf_name:
         raise TLDError(
-            f"open_clip models with a Hugging Face text tower ({text_cfg.get('hf_model_name') or text_cfg.get('hf_tokenizer_name')}) "
-            "are not supported by the open_clip backend; use the hf_clip backend"
+            f"open_clip models with a Hugging Face text tower ({hf_name}) are not supported by the "
+            "open_clip backend; use the hf_clip backend"
         )
     if "embed_dim" not in model_cfg:
         raise TLDError(f"open_clip model config needs 'embed_dim', got keys {sorted(model_cfg)}")
-    tower = _build_text_tower(model_cfg["embed_dim"], text_cfg, quick_gelu=bool(model_cfg.get("quick_gelu")))
+    try:
+        tower = _build_text_tower(
+            model_cfg["embed_dim"], text_cfg, quick_gelu=bool(model_cfg.get("quick_gelu"))
+        )
+    except TypeError as e:
+        raise TLDError(f"invalid open_clip text_cfg {sorted(text_cfg)}: {first_line(e)}") from e
     tower.output_tokens = True
     return tower
 
@@ -48,7 +54,7 @@ def text_state_dict(full: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in full.items() if not k.startswith("visual.") and k not in skip}
 
 
-def _hub_model_cfg(name: str, pretrained: str | None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def _create_hub_model(name: str, pretrained: str | None) -> tuple[torch.nn.Module, dict[str, Any]]:
     import open_clip
 
     model_cfg = open_clip.get_model_config(name)
@@ -61,8 +67,11 @@ def _hub_model_cfg(name: str, pretrained: str | None) -> tuple[dict[str, Any], d
         full = open_clip.create_model(name, pretrained=pretrained, force_quick_gelu=quick_gelu, device="cpu")
     except (RuntimeError, OSError, ValueError) as e:
         raise TLDError(f"cannot load open_clip {name!r} pretrained={pretrained!r}: {first_line(e)}") from e
-    cfg = {"embed_dim": model_cfg["embed_dim"], "text_cfg": model_cfg["text_cfg"], "quick_gelu": quick_gelu}
-    return cfg, text_state_dict(full.state_dict())
+    return full, {
+        "embed_dim": model_cfg["embed_dim"],
+        "text_cfg": model_cfg["text_cfg"],
+        "quick_gelu": quick_gelu,
+    }
 
 
 class OpenClipTextEncoder(BaseTextEncoder):
@@ -106,19 +115,31 @@ class OpenClipTextEncoder(BaseTextEncoder):
             return cls(spec, spec["model_cfg"], load_file(str(folder / WEIGHTS)), device)
         if not spec.get("model"):
             raise TLDError(f"open_clip spec needs 'model' (e.g. 'ViT-L-14') or 'path', got {spec}")
-        model_cfg, state = _hub_model_cfg(spec["model"], spec.get("pretrained"))
-        return cls(spec, model_cfg, state, device)
+        full, model_cfg = _create_hub_model(spec["model"], spec.get("pretrained"))
+        return cls.from_clip_model(full, model_cfg, device, **spec)
+
+    @classmethod
+    def from_clip_model(
+        cls,
+        clip_model: torch.nn.Module,
+        model_cfg: dict[str, Any],
+        device: str | torch.device = "cpu",
+        **spec: Any,
+    ) -> OpenClipTextEncoder:
+        """Keep the text tower of an already built open_clip CLIP / CustomTextCLIP model."""
+        spec = {"backend": "open_clip", "model": None, "pretrained": None, **spec}
+        return cls(spec, model_cfg, text_state_dict(clip_model.state_dict()), torch.device(device))
 
     @classmethod
     def from_config(
         cls, model_cfg: dict[str, Any], device: str | torch.device = "cpu", seed: int = 0, **spec: Any
     ) -> OpenClipTextEncoder:
         """A randomly initialised encoder for a custom config (tests, experiments)."""
-        torch.manual_seed(seed)
-        state = build_text_tower(model_cfg).state_dict()
-        return cls(
-            {"backend": "open_clip", "model": None, "pretrained": None, **spec}, model_cfg, state, device
-        )
+        with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
+            torch.manual_seed(seed)
+            state = build_text_tower(model_cfg).state_dict()
+        spec = {"backend": "open_clip", "model": None, "pretrained": None, **spec}
+        return cls(spec, model_cfg, state, torch.device(device))
 
     def _encode_batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ids = self.tokenizer(texts, context_length=self.max_tokens).to(self.device)
