@@ -1,0 +1,216 @@
+"""TLDPipeline text-to-image: save/load, seeds, samplers, guidance, sizes, the original weights, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from pipeline_fixtures import TEXT_DIM, tiny_denoiser, tiny_pipeline
+
+from tld.diffusion import SAMPLERS
+from tld.encoders.text import load_text_encoder
+from tld.encoders.vae import VAE
+from tld.errors import TLDError
+from tld.pipeline import TLDPipeline
+
+FAST = dict(steps=3, progress=False)
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_vae_dir, tiny_clip_dir):
+    return tiny_pipeline(tiny_vae_dir, tiny_clip_dir)
+
+
+def test_save_and_load_give_identical_images(pipe, tmp_path):
+    before = pipe("a cute owl", seed=11, num_images=2, **FAST)
+    folder = pipe.save_pretrained(tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["vae"] == "vae" and config["text_encoder"] == "text_encoder"
+    assert config["parameterization"]["name"] == "tld" and config["denoiser"]["text_dim"] == TEXT_DIM
+    after = TLDPipeline.from_pretrained(folder, device="cpu")("a cute owl", seed=11, num_images=2, **FAST)
+    assert before.seeds == after.seeds == [11, 12]
+    assert before.latents.std() > 0.1
+    torch.testing.assert_close(after.latents, before.latents, rtol=0, atol=0)
+    assert [np.asarray(a).tolist() for a in after] == [np.asarray(b).tolist() for b in before]
+
+
+def test_each_image_depends_only_on_its_seed(pipe):
+    batch = pipe(["a cute owl", "a red car"], seed=5, num_images=2, sampler="euler_ancestral", **FAST)
+    assert batch.prompts == ["a cute owl", "a cute owl", "a red car", "a red car"]
+    assert batch.seeds == [5, 6, 7, 8]
+    alone = pipe("a red car", seed=7, sampler="euler_ancestral", **FAST)
+    torch.testing.assert_close(alone.latents[0], batch.latents[2], rtol=1e-4, atol=1e-4)
+    # Different seeds and different prompts both change the image.
+    assert (batch.latents[2] - batch.latents[3]).abs().mean() > 0.05
+    assert (batch.latents[0] - batch.latents[2]).abs().mean() > 0.05
+    explicit = pipe(["a cute owl", "a red car"], seed=[8, 5], **FAST)
+    torch.testing.assert_close(
+        explicit.latents[1], pipe("a red car", seed=5, **FAST).latents[0], rtol=1e-4, atol=1e-4
+    )
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_every_sampler_runs_and_denoises(pipe, sampler):
+    out = pipe("a cute owl", seed=1, sampler=sampler, steps=2, progress=False, output_type="latent")
+    assert out.latents.shape == (1, 4, 8, 8)
+    assert torch.isfinite(out.latents).all()
+    # A denoised latent is the network's x0 estimate, far below the initial noise scale (sigma_max 99).
+    assert out.latents.abs().max() < 20
+
+
+def test_cfg_one_equals_the_unguided_conditional_denoiser(pipe):
+    out = pipe("a cute owl", seed=2, cfg=1.0, steps=1, progress=False, output_type="latent")
+    # With one tld step the result is the network's x0 at sigma_max from the seeded noise.
+    d = pipe.param.wrap(pipe.denoiser)
+    sigma = torch.tensor([0.99 / 0.01])  # the tld schedule's first sigma
+    noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    text = pipe.text_encoder.encode(["a cute owl"]).pooled
+    expected = d(noise * sigma, sigma, text_emb=text)
+    torch.testing.assert_close(out.latents, expected, rtol=1e-5, atol=1e-5)
+    guided = pipe("a cute owl", seed=2, cfg=3.0, steps=1, progress=False, output_type="latent")
+    assert (guided.latents - out.latents).abs().mean() > 0.01
+
+
+def test_negative_prompt_replaces_the_null_condition(pipe):
+    plain = pipe("a cute owl", seed=4, cfg=3.0, **FAST)
+    negative = pipe("a cute owl", seed=4, cfg=3.0, negative_prompt="blurry", **FAST)
+    assert (plain.latents - negative.latents).abs().mean() > 0.01
+    assert negative.metadata(0)["negative_prompt"] == "blurry"
+
+
+def test_output_types_and_other_sizes(pipe):
+    out = pipe("a cute owl", seed=3, height=24, width=32, output_type="np", **FAST)
+    assert out.images.shape == (1, 24, 32, 3) and out.images.dtype == np.float32
+    assert 0 <= out.images.min() and out.images.max() <= 1
+    assert out.latents.shape == (1, 4, 12, 16)
+    pil = pipe("a cute owl", seed=3, height=24, width=32, **FAST)
+    assert pil[0].size == (32, 24)
+    np.testing.assert_allclose(np.asarray(pil[0]) / 255.0, out.images[0], atol=1 / 255 + 1e-6)
+
+
+def test_nudges_shift_latent_channels(pipe):
+    base = pipe("a cute owl", seed=9, output_type="latent", **FAST)
+    nudged = pipe("a cute owl", seed=9, output_type="latent", sharp_f=0.5, bright_f=-0.25, **FAST)
+    delta = (nudged.latents - base.latents).mean(dim=(0, 2, 3))
+    torch.testing.assert_close(delta, torch.tensor([-0.25, 0.0, 0.0, 0.5]), rtol=0, atol=1e-5)
+
+
+def test_threshold_clamps_the_result(pipe):
+    out = pipe("a cute owl", seed=9, output_type="latent", cfg=9.0, threshold=0.3, **FAST)
+    assert out.latents.abs().max() <= 0.3 + 1e-6
+    dyn = pipe(
+        "a cute owl", seed=9, output_type="latent", threshold={"percentile": 0.9, "floor": 0.2}, **FAST
+    )
+    assert dyn.latents.abs().max() <= 0.2 + 1e-6
+
+
+def test_float16_pipeline_matches_float32(tiny_vae_dir, tiny_clip_dir):
+    p32 = tiny_pipeline(tiny_vae_dir, tiny_clip_dir, seed=1)
+    p16 = tiny_pipeline(tiny_vae_dir, tiny_clip_dir, seed=1).to("cpu", "bf16")
+    assert p16.dtype == torch.bfloat16 and next(p16.denoiser.parameters()).dtype == torch.bfloat16
+    a = p32("a cute owl", seed=1, output_type="latent", **FAST).latents
+    b = p16("a cute owl", seed=1, output_type="latent", **FAST).latents
+    assert b.dtype == torch.float32
+    assert (a - b).abs().mean() < 0.1 * a.abs().mean()
+
+
+# ---- original TLD weights -----------------------------------------------------------------------------
+
+
+def _original_sampler(net, label, seed, n, guidance):
+    """The original DiffusionGenerator.generate loop (DPM-Solver++(2M) on t = 1 - i/n), written out."""
+    levels = [1 - i / n for i in range(n)]
+    levels[0] = 0.99
+    lambdas = [math.log((1 - t) / t) for t in levels]
+    hs = [b - a for a, b in zip(lambdas, lambdas[1:])]
+    labels = torch.cat([label, torch.zeros_like(label)])
+
+    def predict(x, t):
+        both = net(torch.cat([x, x]), torch.full((2, 1), t), labels)
+        cond, uncond = both.chunk(2)
+        return guidance * cond + (1 - guidance) * uncond
+
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
+    previous = None
+    for i in range(n - 1):
+        cur, nxt = levels[i], levels[i + 1]
+        x0 = predict(x, cur)
+        d = x0
+        if previous is not None:
+            r = hs[i - 1] / hs[i]
+            d = (1 + 1 / (2 * r)) * x0 - previous / (2 * r)
+        x = ((cur - nxt) * d + nxt * x) / cur
+        previous = x0
+    return predict(x, levels[-1])
+
+
+def test_from_original_reproduces_the_original_sampler(tiny_vae_dir, tiny_clip_dir, tmp_path):
+    from test_convert import _original  # the reference implementation of the original network
+
+    net = _original(seed=2, embed=64, layers=2, image=8, patch=2, noise_dims=32, text=TEXT_DIM)
+    path = tmp_path / "state_dict_378000.pth"
+    torch.save(net.state_dict(), path)
+    text = load_text_encoder(tiny_clip_dir)
+    pipe = TLDPipeline.from_original(
+        path, vae=VAE.from_pretrained(tiny_vae_dir), text_encoder=text, device="cpu"
+    )
+    assert pipe.vae.latent_scale == 8.0 and pipe.param.name == "tld"
+    assert pipe.sampling.schedule == "tld" and pipe.sampling.original_init
+    out = pipe("a cute owl", seed=11, steps=5, cfg=4.0, progress=False)
+    with torch.no_grad():
+        expected = _original_sampler(net, text.encode(["a cute owl"]).pooled, 11, 5, 4.0)
+    assert expected.abs().mean() > 0.1
+    torch.testing.assert_close(out.latents, expected, rtol=1e-4, atol=1e-4)
+    # Decoding multiplies by the original's scale 8 before the VAE.
+    with torch.no_grad():
+        pixels = pipe.vae.model.decode(out.latents * 8).sample.clamp(-1, 1)
+    got = torch.from_numpy(np.array(out[0])).permute(2, 0, 1).float() / 127.5 - 1
+    torch.testing.assert_close(got, pixels[0], rtol=0, atol=1 / 127.5 + 1e-5)
+
+
+# ---- bad input -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(prompt=[]), "prompt must not be an empty list"),
+        (dict(prompt="owl", cfg=-1), "cfg must be a number >= 0"),
+        (dict(prompt="owl", steps=0), "steps must be an integer >= 1"),
+        (dict(prompt="owl", height=18), "height must be a positive multiple of 4"),
+        (dict(prompt="owl", width=30), "width must be a positive multiple of 4"),
+        (dict(prompt="owl", sampler="plms"), "unknown sampler 'plms'"),
+        (dict(prompt="owl", seed=[1, 2]), "one integer seed per image (1)"),
+        (dict(prompt="owl", output_type="jpg"), "output_type must be one of"),
+        (dict(prompt="owl", sharpness=1), "unknown sampling settings ['sharpness']"),
+        (dict(prompt=["a", "b"], negative_prompt=["x", "y", "z"]), "expected 1 or 2 negative prompts"),
+    ],
+)
+def test_bad_call_arguments(pipe, kwargs, message):
+    with pytest.raises(TLDError) as err:
+        pipe(**kwargs, progress=False)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_model_folder_missing_files_are_named(pipe, tmp_path):
+    folder = pipe.save_pretrained(tmp_path / "model")
+    (folder / "denoiser.safetensors").unlink()
+    with pytest.raises(TLDError, match=r"missing denoiser\.safetensors"):
+        TLDPipeline.from_pretrained(folder)
+    import shutil
+
+    shutil.rmtree(folder / "vae")
+    with pytest.raises(TLDError, match=r"missing denoiser\.safetensors, vae/"):
+        TLDPipeline.from_pretrained(folder)
+    with pytest.raises(TLDError, match="model folder not found"):
+        TLDPipeline.from_pretrained(tmp_path / "nowhere")
+
+
+def test_text_dim_mismatch_is_refused(tiny_vae_dir, tiny_clip_dir):
+    vae, text = VAE.from_pretrained(tiny_vae_dir), load_text_encoder(tiny_clip_dir)
+    with pytest.raises(TLDError, match="24-d pooled embeddings but the denoiser expects text_dim 16"):
+        TLDPipeline(tiny_denoiser(text_dim=16), vae, text, device="cpu")

@@ -1,0 +1,292 @@
+"""The sampling core shared by text-to-image, img2img and inpainting: settings, seeds, conditioning,
+the sampler run and the result object. `tld.pipeline.TLDPipeline` drives it.
+
+Image k of a call starts from noise drawn on the CPU by its own generator seeded `seeds[k]`, and the
+ancestral/SDE samplers draw their per-step noise from that same generator, so an image depends only
+on its prompt, its seed and the settings, never on what else is in the batch.
+"""
+
+from __future__ import annotations
+
+import inspect
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tld.diffusion import CFGDenoiser, DynamicThreshold, get_sampler, get_sigmas
+from tld.diffusion.noise import make_generators, randn_like_seeded, seeded_noise_sampler
+from tld.encoders.images import tensor_to_pil
+from tld.errors import TLDError
+
+OUTPUT_TYPES = ("pil", "np", "latent")
+
+
+@dataclass
+class SamplingDefaults:
+    """Sampling settings; a model folder stores its recommended ones, every call may override them.
+
+    `schedule=None` means "tld" for the tld parameterization and "karras" otherwise.
+    `sharp_f`/`bright_f` are the original TLD's latent nudges, added to channels 3 and 0 of the final
+    latent. `original_init` starts from unit noise at the network input, as the original sampler
+    does, instead of k-diffusion's `sigma_max * noise`. `threshold` is the dynamic-thresholding
+    `threshold` clamps the guided x0: a number is a static clamp, {"percentile": 0.995, "floor": 1.0}
+    Imagen's dynamic thresholding (None = off); `cfg_rescale` is the guidance rescale.
+    """
+
+    cfg: float = 7.0
+    steps: int = 15
+    sampler: str = "dpmpp_2m"
+    schedule: str | None = None
+    schedule_opts: dict[str, Any] = field(default_factory=dict)
+    sharp_f: float = 0.0
+    bright_f: float = 0.0
+    original_init: bool = False
+    threshold: float | dict[str, float] | None = None
+    cfg_rescale: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SamplingDefaults:
+        if not isinstance(d, dict):
+            raise TLDError(f"sampling settings must be a JSON object, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise TLDError(f"unknown sampling settings {unknown}; expected a subset of {sorted(known)}")
+        return cls(**d)
+
+    def updated(self, **changes: Any) -> SamplingDefaults:
+        """A copy with the given (non-None) settings replaced; unknown names are an error."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return SamplingDefaults.from_dict({**self.to_dict(), **changes})
+
+    def validate(self) -> None:
+        if isinstance(self.cfg, bool) or not isinstance(self.cfg, int | float) or self.cfg < 0:
+            raise TLDError(f"cfg must be a number >= 0, got {self.cfg!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise TLDError(f"steps must be an integer >= 1, got {self.steps!r}")
+        get_sampler(self.sampler)  # names the valid samplers when this one is unknown
+
+
+@dataclass
+class TLDOutput:
+    """What a pipeline call returns; it also behaves as the sequence of its images (`out[0]`, `len(out)`).
+
+    `images`: a list of PIL images (output_type "pil"), a float32 (B, H, W, 3) array in [0, 1] ("np"),
+    or the latents again ("latent"). `latents`: the final scaled latents (B, C, h, w), float32 on the
+    CPU. `seeds[k]` and `prompts[k]` belong to image k; `settings` are the call's shared settings.
+    """
+
+    images: Any
+    latents: torch.Tensor
+    seeds: list[int]
+    prompts: list[str]
+    settings: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, k):
+        return self.images[k]
+
+    def __iter__(self) -> Iterator:
+        return iter(self.images)
+
+    def metadata(self, k: int) -> dict[str, Any]:
+        """The settings of image k (what the CLI stores in its PNG file)."""
+        return {**self.settings, "prompt": self.prompts[k], "seed": self.seeds[k]}
+
+
+@dataclass
+class Job:
+    """One call, resolved: a row per image."""
+
+    prompts: list[str]
+    negatives: list[str] | None
+    seeds: list[int]
+    settings: SamplingDefaults
+    sampler_opts: dict[str, Any]
+    output_type: str
+    progress: bool
+
+    @property
+    def batch(self) -> int:
+        return len(self.prompts)
+
+    def describe(self, **extra: Any) -> dict[str, Any]:
+        s = self.settings
+        info = {"cfg": s.cfg, "steps": s.steps, "sampler": s.sampler, "schedule": s.schedule}
+        for name in ("sharp_f", "bright_f", "threshold", "cfg_rescale"):
+            if getattr(s, name):
+                info[name] = getattr(s, name)
+        if s.schedule_opts:
+            info["schedule_opts"] = s.schedule_opts
+        if self.negatives:
+            info["negative_prompt"] = self.negatives[0] if len(set(self.negatives)) == 1 else self.negatives
+        return {**info, **{k: v for k, v in extra.items() if v is not None}}
+
+
+def _as_list(value: str | Sequence[str], what: str) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, Sequence) or not all(isinstance(p, str) for p in items):
+        raise TLDError(f"{what} must be a string or a list of strings, got {type(value).__name__}")
+    if not items:
+        raise TLDError(f"{what} must not be an empty list")
+    return list(items)
+
+
+def make_job(
+    defaults: SamplingDefaults,
+    default_schedule: str,
+    prompt: str | Sequence[str],
+    negative_prompt: str | Sequence[str] | None = None,
+    num_images: int = 1,
+    seed: int | Sequence[int] | None = None,
+    output_type: str = "pil",
+    progress: bool = True,
+    sampler_opts: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> Job:
+    """Check a call's arguments and expand them to one row per image (prompt-major order).
+
+    `overrides` replace SamplingDefaults fields (None keeps the default; unknown names are an error).
+    """
+    prompts = _as_list(prompt, "prompt")
+    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+        raise TLDError(f"num_images must be an integer >= 1, got {num_images!r}")
+    rows = [p for p in prompts for _ in range(num_images)]
+    negatives = None
+    if negative_prompt is not None:
+        neg = _as_list(negative_prompt, "negative_prompt")
+        if len(neg) not in (1, len(prompts)):
+            raise TLDError(f"expected 1 or {len(prompts)} negative prompts (one per prompt), got {len(neg)}")
+        neg = neg * len(prompts) if len(neg) == 1 else neg
+        negatives = [n for n in neg for _ in range(num_images)]
+    if output_type not in OUTPUT_TYPES:
+        raise TLDError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+    settings = defaults.updated(**overrides)
+    if settings.schedule is None:
+        settings = replace(settings, schedule=default_schedule)
+    settings.validate()
+    seeds = resolve_seeds(seed, len(rows))
+    return Job(rows, negatives, seeds, settings, dict(sampler_opts or {}), output_type, bool(progress))
+
+
+def resolve_seeds(seed: int | Sequence[int] | None, count: int) -> list[int]:
+    """None: a random base; an int s: s, s+1, ...; a list: one seed per image."""
+    if seed is None:
+        seed = secrets.randbelow(2**31)
+    if isinstance(seed, bool):
+        raise TLDError(f"seed must be an integer or a list of integers, got {seed!r}")
+    if isinstance(seed, int | np.integer):
+        return [int(seed) + k for k in range(count)]
+    seeds = list(seed)
+    if len(seeds) != count or not all(
+        isinstance(s, int | np.integer) and not isinstance(s, bool) for s in seeds
+    ):
+        raise TLDError(f"expected one integer seed per image ({count}), got {seed!r}")
+    return [int(s) for s in seeds]
+
+
+def initial_noise(job: Job, shape: tuple[int, ...], device: torch.device):
+    """Unit noise (B, *shape) with row k from seeds[k], plus the generators that drew it."""
+    generators = make_generators(job.seeds)
+    template = torch.empty(job.batch, *shape, device=device)
+    return randn_like_seeded(template, generators), generators
+
+
+class _CastNetwork(nn.Module):
+    """Runs the network in its own dtype (fp16/bf16) while the sampler keeps float32 state."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor, noise_level: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        dtype = next(self.network.parameters()).dtype
+        kwargs = {
+            k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in kwargs.items()
+        }
+        return self.network(x.to(dtype), noise_level.to(dtype), **kwargs).float()
+
+
+def _threshold(value: float | dict[str, float] | None) -> float | DynamicThreshold | None:
+    if value is None or isinstance(value, int | float):
+        return value
+    if isinstance(value, dict):
+        return DynamicThreshold(**value)
+    raise TLDError(
+        f"threshold must be a number (static clamp) or {{'percentile', 'floor'}} (dynamic), got {value!r}"
+    )
+
+
+def guided_denoiser(param: Any, network: nn.Module, settings: SamplingDefaults) -> CFGDenoiser:
+    inner = param.wrap(_CastNetwork(network))
+    return CFGDenoiser(
+        inner,
+        cfg_scale=float(settings.cfg),
+        rescale=settings.cfg_rescale,
+        threshold=_threshold(settings.threshold),
+    )
+
+
+def sigmas_for(job: Job, param: Any, device: torch.device) -> torch.Tensor:
+    s = job.settings
+    return get_sigmas(s.schedule, s.steps, param, device=device, **s.schedule_opts).float()
+
+
+def run_sampler(
+    job: Job,
+    model: Callable,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    extra_args: dict[str, Any],
+    generators: Sequence[torch.Generator],
+    progress: bool,
+) -> torch.Tensor:
+    """Run the job's sampler; stochastic samplers draw their noise from the per-image generators."""
+    if len(sigmas) < 2:  # nothing to sample (img2img at strength 0)
+        return x
+    fn = get_sampler(job.settings.sampler)
+    kwargs = dict(job.sampler_opts)
+    if "noise_sampler" in inspect.signature(fn).parameters:
+        kwargs.setdefault("noise_sampler", seeded_noise_sampler(x, generators))
+    try:
+        return fn(model, x, sigmas, extra_args=extra_args, disable=not progress, **kwargs)
+    except TypeError as exc:
+        if job.sampler_opts and "argument" in str(exc):
+            raise TLDError(
+                f"sampler {job.settings.sampler!r} does not take options {sorted(job.sampler_opts)}"
+            ) from None
+        raise
+
+
+def nudge(latents: torch.Tensor, settings: SamplingDefaults) -> torch.Tensor:
+    """The original TLD's "image editor" shifts of the final latent (channel 3 sharpness, 0 brightness)."""
+    if not (settings.sharp_f or settings.bright_f) or latents.shape[1] < 4:
+        return latents
+    latents = latents.clone()
+    latents[:, 3] += settings.sharp_f
+    latents[:, 0] += settings.bright_f
+    return latents
+
+
+def to_output(
+    job: Job, latents: torch.Tensor, images: torch.Tensor | None, settings: dict[str, Any]
+) -> TLDOutput:
+    """Wrap decoded images ((B, 3, H, W) in [-1, 1], or None for latents) in the requested type."""
+    latents = latents.float().cpu()
+    if job.output_type == "latent" or images is None:
+        result: Any = latents
+    elif job.output_type == "np":
+        result = ((images.float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
+    else:
+        result = tensor_to_pil(images)
+    return TLDOutput(result, latents, list(job.seeds), list(job.prompts), settings)

@@ -1,0 +1,317 @@
+"""TLDPipeline: prompt -> text encoder -> sampler over the denoiser -> VAE decode -> images.
+
+    pipe = TLDPipeline.from_pretrained("weights/my-model")
+    out = pipe("a cute owl", cfg=7, steps=15, seed=11, num_images=4)
+    out[0].save("owl.png"); out.seeds      # [11, 12, 13, 14]
+
+Also `img2img`, `inpaint` and `outpaint`. The sampling core lives in `tld.generation`, the
+training-free inpainting pieces in `tld.inpaint`, files and metadata in `tld.pipeline_io`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tld.diffusion import get_parameterization
+from tld.diffusion.noise import randn_like_seeded
+from tld.diffusion.parameterizations import Parameterization
+from tld.encoders.text import load_text_encoder
+from tld.encoders.vae import VAE
+from tld.errors import TLDError
+from tld.generation import (
+    Job,
+    SamplingDefaults,
+    TLDOutput,
+    guided_denoiser,
+    initial_noise,
+    make_job,
+    nudge,
+    run_sampler,
+    sigmas_for,
+    to_output,
+)
+from tld.inpaint import KnownRegionDenoiser, repaint_loop
+from tld.model import Denoiser
+from tld.pipeline_edit import ImageEditing
+from tld.pipeline_io import (
+    local_model_folder,
+    read_model_config,
+    resolve_device,
+    resolve_dtype,
+    write_model_config,
+)
+
+__all__ = ["ORIGINAL_SAMPLING", "SamplingDefaults", "TLDOutput", "TLDPipeline"]
+
+# The original release's sampler: DPM-Solver++(2M) on its own t schedule (exponent 1) starting from
+# unit noise, cfg 6 and no latent nudges (the defaults of its app).
+ORIGINAL_SAMPLING = SamplingDefaults(
+    cfg=6.0, steps=15, sampler="dpmpp_2m", schedule="tld", schedule_opts={"exponent": 1.0}, original_init=True
+)
+ORIGINAL_VAE = "madebyollin/sdxl-vae-fp16-fix"
+ORIGINAL_TEXT_ENCODER = {"backend": "open_clip", "model": "ViT-L-14", "pretrained": "openai"}
+ORIGINAL_LATENT_SCALE = 8.0
+
+
+class TLDPipeline(ImageEditing):
+    """A denoiser, a VAE, a text encoder and a parameterization, ready to sample images."""
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        vae: VAE,
+        text_encoder: Any,
+        parameterization: Parameterization | str | dict[str, Any] = "tld",
+        sampling: SamplingDefaults | dict[str, Any] | None = None,
+        text_tokens: bool = False,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+    ):
+        self.denoiser = denoiser.eval().requires_grad_(False)
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.param = _as_parameterization(parameterization)
+        self.sampling = (
+            sampling if isinstance(sampling, SamplingDefaults) else SamplingDefaults.from_dict(sampling or {})
+        )
+        self.text_tokens = bool(text_tokens)
+        self._check_components()
+        self.to(device, dtype)
+
+    def _check_components(self) -> None:
+        cfg = self.denoiser.config
+        c = self.vae.latent_channels
+        if cfg.out_channels != c:
+            raise TLDError(
+                f"denoiser out_channels {cfg.out_channels} does not match the VAE's {c} latent channels"
+            )
+        if cfg.in_channels not in (c, 2 * c + 1):
+            raise TLDError(
+                f"denoiser in_channels must be {c} (plain) or {2 * c + 1} (inpainting), got {cfg.in_channels}"
+            )
+        dim = getattr(self.text_encoder, "token_dim" if self.text_tokens else "dim", None)
+        if cfg.text_dim and dim != cfg.text_dim:
+            kind = "per-token" if self.text_tokens else "pooled"
+            raise TLDError(
+                f"text encoder gives {dim}-d {kind} embeddings but the denoiser expects text_dim {cfg.text_dim}"
+            )
+
+    def to(
+        self, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None
+    ) -> TLDPipeline:
+        """Move the denoiser and VAE; `dtype` None = float16 on CUDA, float32 elsewhere."""
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.denoiser.to(self.device, self.dtype)
+        # diffusers warns on any dtype cast, even a no-op one, so only cast when it changes something.
+        self.vae.to(self.device, self.dtype if self.vae.dtype != self.dtype else None)
+        return self
+
+    @property
+    def latent_factor(self) -> int:
+        """Pixel sizes must be multiples of this: VAE downsampling x patch size."""
+        return self.vae.downsample_factor * self.denoiser.config.patch_size
+
+    @property
+    def is_inpainting_model(self) -> bool:
+        cfg = self.denoiser.config
+        return cfg.in_channels == 2 * cfg.out_channels + 1
+
+    # ---- loading and saving ------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_repo_id: str | os.PathLike,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        revision: str | None = None,
+    ) -> TLDPipeline:
+        """Load a model folder (docs/internals.md) or download one from the Hugging Face hub."""
+        folder = local_model_folder(path_or_repo_id, revision)
+        config = read_model_config(folder)
+        denoiser = Denoiser.from_pretrained(folder)
+        device = resolve_device(device)
+        vae_ref, text_ref = config["vae"], config["text_encoder"]
+        if isinstance(vae_ref, str):
+            vae = VAE.from_pretrained(
+                folder / vae_ref if (folder / vae_ref).is_dir() else vae_ref, device=device
+            )
+        else:
+            vae = VAE.from_spec(vae_ref, device=device)
+        if isinstance(text_ref, str) and (folder / text_ref).is_dir():
+            text_ref = folder / text_ref
+        text_encoder = load_text_encoder(text_ref, device=device)
+        return cls(
+            denoiser,
+            vae,
+            text_encoder,
+            parameterization=config.get("parameterization", "tld"),
+            sampling=config.get("sampling"),
+            text_tokens=config.get("text_tokens", False),
+            device=device,
+            dtype=dtype,
+        )
+
+    def save_pretrained(self, folder: str | os.PathLike, components: bool = True) -> Path:
+        """Write a model folder; `components=False` records the VAE/text encoder specs instead of copies."""
+        folder = Path(folder)
+        self.denoiser.save_pretrained(folder)
+        if components:
+            self.vae.save_pretrained(folder / "vae")
+            self.text_encoder.save_pretrained(folder / "text_encoder")
+        entries = {
+            "parameterization": self.param.to_dict(),
+            "vae": "vae" if components else self.vae.spec,
+            "text_encoder": "text_encoder" if components else self.text_encoder.spec,
+            "text_tokens": self.text_tokens,
+            "sampling": self.sampling.to_dict(),
+        }
+        write_model_config(folder, entries)
+        return folder
+
+    @classmethod
+    def from_original(
+        cls,
+        state_dict: str | os.PathLike | dict[str, torch.Tensor],
+        vae: str | VAE = ORIGINAL_VAE,
+        text_encoder: Any = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+    ) -> TLDPipeline:
+        """The original TLD release (`state_dict_378000.pth`) with its VAE, CLIP ViT-L/14 and sampler.
+
+        `vae`/`text_encoder` may be hub ids / specs / folders or loaded objects; the VAE always gets
+        the original's latent scale 8 and the pipeline the `tld` parameterization.
+        """
+        from tld.model.convert import load_original_tld
+
+        denoiser = load_original_tld(state_dict)
+        if isinstance(vae, VAE):
+            vae = VAE(vae.model, ORIGINAL_LATENT_SCALE, vae.source)
+        else:
+            vae = VAE.from_pretrained(vae, latent_scale=ORIGINAL_LATENT_SCALE)
+        if text_encoder is None or isinstance(text_encoder, dict | str | os.PathLike):
+            text_encoder = load_text_encoder(text_encoder or ORIGINAL_TEXT_ENCODER)
+        return cls(denoiser, vae, text_encoder, "tld", ORIGINAL_SAMPLING, device=device, dtype=dtype)
+
+    # ---- text to image -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | Sequence[str],
+        cfg: float | None = None,
+        steps: int | None = None,
+        sampler: str | None = None,
+        schedule: str | None = None,
+        seed: int | Sequence[int] | None = None,
+        negative_prompt: str | Sequence[str] | None = None,
+        num_images: int = 1,
+        height: int | None = None,
+        width: int | None = None,
+        output_type: str = "pil",
+        progress: bool = True,
+        **options: Any,
+    ) -> TLDOutput:
+        """Text to image; returns a TLDOutput (a sequence of images with their seeds and latents).
+
+        None settings take the model's SamplingDefaults. `options` may override the other
+        SamplingDefaults fields (sharp_f, bright_f, threshold, cfg_rescale, schedule_opts,
+        original_init) and hold `sampler_opts`, a dict for the sampler (e.g. {"eta": 0.5}).
+        """
+        call = dict(
+            cfg=cfg, steps=steps, sampler=sampler, schedule=schedule, seed=seed, num_images=num_images
+        )
+        call.update(negative_prompt=negative_prompt, output_type=output_type, progress=progress, **options)
+        job = self._job(prompt, call)
+        h, w = self._latent_hw(height, width)
+        noise, generators = initial_noise(job, (self.vae.latent_channels, h, w), self.device)
+        sigmas = sigmas_for(job, self.param, self.device)
+        start = sigmas[0] + 1 if job.settings.original_init else sigmas[0]
+        latents = self._sample(job, noise * start, sigmas, generators, concat=self._blank_concat(noise))
+        return self._finish(
+            job, latents, height=h * self.vae.downsample_factor, width=w * self.vae.downsample_factor
+        )
+
+    def _job(self, prompt: str | Sequence[str], call: dict[str, Any]) -> Job:
+        default_schedule = "tld" if self.param.name == "tld" else "karras"
+        return make_job(self.sampling, default_schedule, prompt, **call)
+
+    def _latent_hw(self, height: int | None, width: int | None) -> tuple[int, int]:
+        trained_h, trained_w = self.denoiser.config.latent_size
+        f, step = self.vae.downsample_factor, self.latent_factor
+        height = trained_h * f if height is None else height
+        width = trained_w * f if width is None else width
+        for name, value in (("height", height), ("width", width)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % step:
+                raise TLDError(
+                    f"{name} must be a positive multiple of {step} pixels (VAE factor {f} x patch "
+                    f"{self.denoiser.config.patch_size}), got {value!r}"
+                )
+        return height // f, width // f
+
+    def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """Denoiser keyword arguments for these prompts (pooled or per-token text embeddings)."""
+        emb = self.text_encoder.encode(prompts, tokens=self.text_tokens)
+        if self.text_tokens:
+            return {"text_emb": emb.tokens.to(self.device), "text_mask": emb.mask.to(self.device)}
+        return {"text_emb": emb.pooled.to(self.device)}
+
+    def _conditioning(self, job: Job) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        keep = torch.zeros(job.batch, dtype=torch.bool, device=self.device)
+        cond = {**self.encode_prompts(job.prompts), "drop_cond": keep}
+        if job.settings.cfg == 1:
+            return cond, None
+        if job.negatives is not None:
+            return cond, {**self.encode_prompts(job.negatives), "drop_cond": keep}
+        # The model's own null condition: same shapes, every row dropped.
+        return cond, {**cond, "drop_cond": torch.ones_like(keep)}
+
+    def _sample(self, job, x, sigmas, generators, concat=None, pin=None, resample: int = 1) -> torch.Tensor:
+        """Run the sampler from x; `pin` = (known, mask, noise) pins the known region (inpainting)."""
+        cond, uncond = self._conditioning(job)
+        if concat is not None:
+            cond["concat"] = concat
+            if uncond is not None:
+                uncond["concat"] = concat
+        model = guided_denoiser(self.param, self.denoiser, job.settings)
+        if pin is not None:
+            model = KnownRegionDenoiser(model, *pin)
+        extra = {"cond": cond, "uncond": uncond}
+        if resample <= 1:
+            return run_sampler(job, model, x, sigmas, extra, generators, job.progress)
+
+        def step(x_: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
+            return run_sampler(job, model, x_, segment, extra, generators, False)
+
+        def renoise(x_: torch.Tensor) -> torch.Tensor:
+            return randn_like_seeded(x_, generators)
+
+        return repaint_loop(step, x, sigmas, resample, renoise, job.progress)
+
+    def _finish(
+        self, job: Job, latents: torch.Tensor, known=None, mask=None, paste=None, **extra: Any
+    ) -> TLDOutput:
+        """Nudge, re-pin the known latent, decode, optionally paste known pixels (pixels, pixel mask)."""
+        latents = nudge(latents, job.settings)
+        if known is not None:
+            latents = mask * latents + (1 - mask) * known
+        images = None if job.output_type == "latent" else self.vae.decode(latents)
+        if paste is not None and images is not None:
+            pixels, mask_px = paste
+            images = mask_px * images + (1 - mask_px) * pixels
+        return to_output(job, latents, images, job.describe(**extra))
+
+
+def _as_parameterization(p: Parameterization | str | dict[str, Any]) -> Parameterization:
+    if isinstance(p, Parameterization):
+        return p
+    if isinstance(p, str):
+        return get_parameterization(p)
+    if isinstance(p, dict) and "name" in p:
+        return get_parameterization(**p)
+    raise TLDError(f"expected a parameterization name, dict with 'name', or object, got {p!r}")
