@@ -23,7 +23,9 @@ from tld.errors import TLDError
 
 LICENSE = "CC BY-SA 4.0"
 LICENSE_URL = "https://creativecommons.org/licenses/by-sa/4.0/"
-ATTRIBUTION = "All emojis designed by OpenMoji - the open-source emoji and icon project. License: CC BY-SA 4.0"
+ATTRIBUTION = (
+    "All emojis designed by OpenMoji - the open-source emoji and icon project. License: CC BY-SA 4.0"
+)
 _IGNORED = {0xFE0E, 0xFE0F, 0x200D}
 _SKIN_TONES = {
     0x1F3FB: "light skin tone",
@@ -130,7 +132,9 @@ class EmojiRenderer:
             return None
         side = 2 * self.render_px
         canvas = Image.new("RGBA", (side, side), (0, 0, 0, 0))
-        ImageDraw.Draw(canvas).text((side // 2, side // 2), text, font=self.font, embedded_color=True, anchor="mm")
+        ImageDraw.Draw(canvas).text(
+            (side // 2, side // 2), text, font=self.font, embedded_color=True, anchor="mm"
+        )
         bbox = canvas.getchannel("A").getbbox()
         if bbox is None:
             return None
@@ -155,7 +159,9 @@ def emoji_samples(
         if image is None:
             continue
         emitted += 1
-        yield Sample(image, item.caption, {"openmoji": item.name, "license": LICENSE, "attribution": ATTRIBUTION})
+        yield Sample(
+            image, item.caption, {"openmoji": item.name, "license": LICENSE, "attribution": ATTRIBUTION}
+        )
 
 
 def build_emoji_shards(

@@ -19,6 +19,7 @@ from typing import Any
 
 from PIL import Image
 
+from tld.encoders.images import to_rgb
 from tld.errors import TLDError
 
 SOURCE_INFO = "tld-source.meta"
@@ -57,32 +58,6 @@ def list_shards(folder: str | os.PathLike) -> list[Path]:
             f"no webdataset shards (*.tar) in {root}; found {len(list(root.iterdir()))} other entries"
         )
     return shards
-
-
-def center_crop_resize(image: Image.Image, size: int) -> Image.Image:
-    """Square RGB crop of the image's centre, resized to size x size."""
-    image = to_rgb(image)
-    w, h = image.size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    image = image.crop((left, top, left + side, top + side))
-    if side != size:
-        image = image.resize(
-            (size, size), Image.Resampling.LANCZOS if side > size else Image.Resampling.BICUBIC
-        )
-    return image
-
-
-def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """RGB view of any PIL image; transparency is composited on `background` instead of turning black."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGB", rgba.size, background)
-        canvas.paste(rgba, mask=rgba.getchannel("A"))
-        return canvas
-    return image.convert("RGB")
 
 
 def _encode_image(image: Image.Image, fmt: str) -> bytes:

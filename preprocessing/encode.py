@@ -1,0 +1,343 @@
+"""Shards -> the latent dataset folder: frozen VAE + text encoder, resumable, one shard at a time.
+
+Every shard is encoded into `<out>/.work/<shard>/` (written as `<shard>.tmp/` and renamed when
+complete), so a killed run loses at most the shard in flight and a rerun with `resume=True` skips
+the finished ones. When every shard is done, the main process merges the work folders into the
+memory-mappable arrays of `tld.latent_format` (see preprocessing/merge.py). Under `accelerate launch`
+process i encodes shards i, i + world_size, ...; the main process merges after a barrier.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from preprocessing.shards import iter_shard, list_shards
+from tld.encoders.images import center_crop_resize, load_image, pil_to_tensor
+from tld.errors import TLDError
+from tld.latent_format import CAPTIONS, LATENTS, META, TEXT_EMB, TEXT_MASK, quantize_latents
+
+WORK = ".work"
+SETTINGS = "settings.json"
+TEXT_BACKENDS = ("open_clip", "hf_clip", "minilm")
+# Test hook: raise after this many shards were encoded in this run, to exercise kill-and-resume.
+FAIL_AFTER_ENV = "TLD_TEST_FAIL_AFTER_SHARDS"
+
+
+@dataclass
+class EncodeConfig:
+    vae: str = "madebyollin/sdxl-vae-fp16-fix"  # hub id or folder
+    latent_scale: float | None = None  # None: the folder's recorded scale, else 8.0
+    text_encoder: str | dict[str, Any] = "open_clip"  # backend name, folder or spec dict
+    text_tokens: bool = False  # store per-token embeddings (N, T, D) + mask instead of pooled (N, D)
+    latent_dtype: str = "float16"  # or "uint8" (quantized to [-latent_clip, latent_clip])
+    latent_clip: float = 4.0
+    image_size: int | None = None  # None: the size of the shards' first image
+    flip: bool = False  # also store every image mirrored horizontally
+    sample_posterior: bool = False  # sample the VAE posterior instead of taking its mean
+    seed: int = 0
+    batch_size: int = 32
+    text_batch_size: int = 256
+    device: str | None = None  # None: cuda when available (or accelerate's device), else cpu
+    dtype: str = "float32"  # VAE weights dtype: float32 | float16 | bfloat16
+    val_prompts: str | None = None  # a text file, one validation prompt per line
+    val_holdout: int = 0  # or: hold out the last N images, their captions become validation prompts
+    overwrite: bool = False
+    resume: bool = False
+    keep_work: bool = False
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EncodeConfig:
+        return cls(**d)
+
+
+@dataclass
+class ShardResult:
+    samples: int = 0
+    encoded: int = 0
+    failed: dict[str, int] = field(default_factory=dict)
+    clipped_values: int = 0
+
+
+def text_encoder_spec(value: str | dict[str, Any]) -> str | dict[str, Any]:
+    """A CLI value -> what load_text_encoder takes: a backend name becomes its default spec."""
+    if isinstance(value, dict) or Path(str(value)).is_dir():
+        return value
+    if value == "open_clip":
+        from tld.encoders import DEFAULT_TEXT_SPEC
+
+        return dict(DEFAULT_TEXT_SPEC)
+    if value in TEXT_BACKENDS:
+        return {"backend": value}
+    raise TLDError(f"text encoder must be one of {list(TEXT_BACKENDS)} or a folder, got {value!r}")
+
+
+class _Dist:
+    """Rank, world size and barrier: accelerate's when launched with several processes, else trivial."""
+
+    def __init__(self) -> None:
+        self.state = None
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from accelerate import PartialState
+
+            self.state = PartialState()
+        self.rank = self.state.process_index if self.state else 0
+        self.world = self.state.num_processes if self.state else 1
+        self.is_main = self.rank == 0
+
+    def barrier(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
+
+    def device(self, requested: str | None) -> str:
+        if requested:
+            return requested
+        if self.state is not None:
+            return str(self.state.device)
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _first_image_size(shards: list[Path]) -> int:
+    for shard in shards:
+        for sample in iter_shard(shard):
+            try:
+                width, height = load_image(sample["image"]).size if sample["image"] else (0, 0)
+            except TLDError:
+                continue
+            if width:
+                return min(width, height)
+    raise TLDError(f"no decodable image in any of the {len(shards)} shard(s)")
+
+
+def _decode(sample: dict[str, Any], size: int, failed: Counter) -> Any:
+    if sample["image"] is None:
+        failed["no image in sample"] += 1
+        return None
+    try:
+        image = load_image(sample["image"])
+    except TLDError:
+        failed["cannot decode image"] += 1
+        return None
+    return image if image.size == (size, size) else center_crop_resize(image, size)
+
+
+def encode_shard(
+    shard: Path, dest: Path, vae: Any, text: Any, cfg: EncodeConfig, size: int, bar: Any
+) -> ShardResult:
+    """Encode one shard into dest/ (written as dest.tmp/, then renamed); returns its counts."""
+    failed: Counter[str] = Counter()
+    rows: list[dict[str, str]] = []
+    batch: list[Any] = []
+    originals: list[torch.Tensor] = []
+    mirrored: list[torch.Tensor] = []
+    # Seeded per shard so a resumed run samples the posterior exactly as an uninterrupted one.
+    generator = torch.Generator(device=vae.device).manual_seed(cfg.seed * 100_003 + _shard_number(shard))
+
+    def flush() -> None:
+        if not batch:
+            return
+        x = pil_to_tensor(batch)
+        originals.append(vae.encode(x, batch_size=None, sample=cfg.sample_posterior, generator=generator))
+        if cfg.flip:
+            # A mirrored latent is not the latent of the mirrored image, so the flip is re-encoded.
+            mirrored.append(
+                vae.encode(x.flip(-1), batch_size=None, sample=cfg.sample_posterior, generator=generator)
+            )
+        bar.update(len(batch))
+        batch.clear()
+
+    samples = 0
+    for sample in iter_shard(shard):
+        samples += 1
+        image = _decode(sample, size, failed)
+        if image is None:
+            continue
+        meta = sample["json"] if isinstance(sample["json"], dict) else {}
+        rows.append({"caption": sample["caption"], "key": sample["key"], "url": str(meta.get("url") or "")})
+        batch.append(image)
+        if len(batch) >= cfg.batch_size:
+            flush()
+    flush()
+
+    captions = pd.DataFrame(rows, columns=["caption", "key", "url"])
+    captions["shard"] = shard.name
+    captions["flipped"] = False
+    empty = torch.zeros((0, *vae.latent_shape(size, size)))
+    z = torch.cat(originals + mirrored) if originals else empty
+    emb = text.encode(captions["caption"].tolist(), batch_size=cfg.text_batch_size, tokens=cfg.text_tokens)
+    if cfg.flip:
+        captions = pd.concat([captions, captions.assign(flipped=True)], ignore_index=True)
+    result = ShardResult(samples, len(rows), dict(failed))
+    _write_shard(dest, z.numpy(), emb, captions, cfg, result)
+    return result
+
+
+def _shard_number(shard: Path) -> int:
+    digits = "".join(ch for ch in shard.stem if ch.isdigit())
+    return int(digits) if digits else 0
+
+
+def _write_shard(
+    dest: Path, z: np.ndarray, emb: Any, captions: pd.DataFrame, cfg: EncodeConfig, result: ShardResult
+) -> None:
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if cfg.latent_dtype == "uint8":
+        result.clipped_values = int((np.abs(z) > cfg.latent_clip).sum())
+        stored = quantize_latents(z, cfg.latent_clip)
+    else:
+        stored = z.astype(np.float16)
+    repeat = 2 if cfg.flip else 1
+    text_emb = emb.tokens if cfg.text_tokens else emb.pooled
+    np.save(tmp / LATENTS, stored)
+    np.save(tmp / TEXT_EMB, np.concatenate([text_emb.numpy().astype(np.float16)] * repeat))
+    if cfg.text_tokens:
+        np.save(tmp / TEXT_MASK, np.concatenate([emb.mask.numpy().astype(bool)] * repeat))
+    captions.to_parquet(tmp / CAPTIONS, index=False)
+    (tmp / "stats.json").write_text(json.dumps(asdict(result)) + "\n")
+    os.replace(tmp, dest)
+
+
+def _settings(cfg: EncodeConfig, vae: Any, text: Any, size: int, shards: list[Path]) -> dict[str, Any]:
+    """Everything that changes the arrays: a resumed run must match it exactly."""
+    return {
+        "vae": vae.spec,
+        "text_encoder": text.spec,
+        "text_tokens": cfg.text_tokens,
+        "latent_dtype": cfg.latent_dtype,
+        "latent_clip": cfg.latent_clip if cfg.latent_dtype == "uint8" else None,
+        "image_size": size,
+        "flip": cfg.flip,
+        "sample_posterior": cfg.sample_posterior,
+        "seed": cfg.seed,
+        "shards": [p.name for p in shards],
+    }
+
+
+def _check_output(out: Path, cfg: EncodeConfig, vae: Any, settings: dict[str, Any]) -> None:
+    """Refuse to mix with a different dataset or an unfinished run, unless told to overwrite/resume."""
+    if cfg.overwrite:
+        return
+    if (out / META).is_file():
+        old = json.loads((out / META).read_text())
+        channels = (old.get("latent_shape") or [None])[0]
+        if channels is not None and channels != vae.latent_channels:
+            raise TLDError(
+                f"{out} holds a dataset with {channels}-channel latents but VAE {cfg.vae} makes "
+                f"{vae.latent_channels}-channel latents; choose another folder or pass --overwrite"
+            )
+        raise TLDError(
+            f"{out} already holds a dataset of {old.get('count')} samples; pass --overwrite to replace it"
+        )
+    leftovers = [name for name in (LATENTS, TEXT_EMB, CAPTIONS) if (out / name).exists()]
+    if leftovers:
+        raise TLDError(
+            f"{out} holds dataset files {leftovers} without meta.json; pass --overwrite to replace them"
+        )
+    work = out / WORK
+    if (work / SETTINGS).is_file():
+        old = json.loads((work / SETTINGS).read_text())
+        if old != settings:
+            differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            raise TLDError(
+                f"{out} holds an unfinished encode with different settings {differ}; pass --overwrite"
+            )
+        if not cfg.resume:
+            done = sum((work / Path(name).stem).is_dir() for name in settings["shards"])
+            raise TLDError(
+                f"{out} holds an unfinished encode ({done} of {len(settings['shards'])} shards done); "
+                "pass --resume to continue it or --overwrite to start over"
+            )
+
+
+def _clear_output(out: Path) -> None:
+    from tld.latent_format import VAL_PROMPTS, VAL_TEXT_EMB
+
+    for name in (META, LATENTS, TEXT_EMB, TEXT_MASK, CAPTIONS, VAL_TEXT_EMB, VAL_PROMPTS):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / WORK, ignore_errors=True)
+
+
+def _load_models(cfg: EncodeConfig, device: str) -> tuple[Any, Any]:
+    from tld.encoders import VAE, load_text_encoder
+
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if cfg.dtype not in dtypes:
+        raise TLDError(f"dtype must be one of {list(dtypes)}, got {cfg.dtype!r}")
+    vae = VAE.from_pretrained(cfg.vae, latent_scale=cfg.latent_scale, device=device, dtype=dtypes[cfg.dtype])
+    text = load_text_encoder(text_encoder_spec(cfg.text_encoder), device=device)
+    return vae, text
+
+
+def _validate(cfg: EncodeConfig) -> None:
+    if cfg.latent_dtype not in ("float16", "uint8"):
+        raise TLDError(f"latent dtype must be float16 or uint8, got {cfg.latent_dtype!r}")
+    if cfg.latent_dtype == "uint8" and not cfg.latent_clip > 0:
+        raise TLDError(f"uint8 latents need a clip value > 0, got {cfg.latent_clip}")
+    if cfg.val_prompts and cfg.val_holdout:
+        raise TLDError("give validation prompts either as a file or as a held-out count, not both")
+    if cfg.val_prompts and not Path(cfg.val_prompts).is_file():
+        raise TLDError(f"validation prompts file {cfg.val_prompts} does not exist")
+    if cfg.batch_size <= 0 or cfg.val_holdout < 0:
+        raise TLDError(
+            f"batch size must be > 0 and val holdout >= 0, got {cfg.batch_size}, {cfg.val_holdout}"
+        )
+
+
+def encode(shards_dir: str | os.PathLike, out: str | os.PathLike, config: EncodeConfig | None = None) -> Any:
+    """Encode every shard of `shards_dir` into the dataset folder `out`; returns the DatasetMeta.
+
+    Rerun with `resume=True` after an interruption: finished shards are kept, the rest encoded.
+    """
+    from preprocessing.merge import merge_work
+
+    cfg = config or EncodeConfig()
+    _validate(cfg)
+    shards = list_shards(shards_dir)
+    out = Path(out)
+    dist = _Dist()
+    vae, text = _load_models(cfg, dist.device(cfg.device))
+    size = cfg.image_size or _first_image_size(shards)
+    vae.latent_shape(size, size)  # fails early when the size does not suit the VAE
+    settings = _settings(cfg, vae, text, size, shards)
+    _check_output(out, cfg, vae, settings)
+    dist.barrier()
+    work = out / WORK
+    if dist.is_main:
+        if cfg.overwrite:
+            _clear_output(out)
+        work.mkdir(parents=True, exist_ok=True)
+        (work / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
+    dist.barrier()
+
+    fail_after = int(os.environ.get(FAIL_AFTER_ENV, "0"))
+    mine = [s for s in shards[dist.rank :: dist.world] if not (work / s.stem).is_dir()]
+    done_now = 0
+    with tqdm(desc=f"encode [{dist.rank}]", unit="img", disable=not cfg.progress) as bar:
+        for shard in mine:
+            bar.set_postfix_str(shard.name)
+            encode_shard(shard, work / shard.stem, vae, text, cfg, size, bar)
+            done_now += 1
+            if fail_after and done_now >= fail_after:
+                raise RuntimeError(f"{FAIL_AFTER_ENV}={fail_after}: stopping after {done_now} shard(s)")
+    dist.barrier()
+    meta = None
+    if dist.is_main:
+        meta = merge_work(out, shards, cfg, vae, text, size, source_dir=Path(shards_dir))
+    dist.barrier()
+    return meta

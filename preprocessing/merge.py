@@ -1,0 +1,161 @@
+"""Merge the per-shard work folders of `encode` into one memory-mappable latent dataset.
+
+Arrays are written with `np.lib.format.open_memmap` and filled shard by shard, so the merge never
+holds more than one shard in RAM; each file is written under a temporary name and renamed, and
+meta.json comes last: a folder with meta.json is a complete dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from preprocessing.shards import read_source_info
+from tld.errors import TLDError
+from tld.latent_format import (
+    CAPTIONS,
+    LATENTS,
+    TEXT_EMB,
+    TEXT_MASK,
+    VAL_PROMPTS,
+    VAL_TEXT_EMB,
+    DatasetMeta,
+    write_meta,
+)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _heldout(captions: list[pd.DataFrame], count: int) -> list[np.ndarray]:
+    """Per shard, a mask of the rows held out for validation: the last `count` images (and their flips)."""
+    masks = [np.zeros(len(c), dtype=bool) for c in captions]
+    left = count
+    for mask, frame in zip(reversed(masks), reversed(captions)):
+        if left == 0:
+            break
+        keys = frame.loc[~frame["flipped"], "key"].tolist()[-left:]
+        mask |= frame["key"].isin(keys).to_numpy()
+        left -= len(keys)
+    if left:
+        raise TLDError(f"cannot hold out {count} validation images: only {count - left} were encoded")
+    return masks
+
+
+def _write_array(path: Path, parts: list[tuple[Path, np.ndarray]]) -> tuple[int, ...]:
+    """Concatenate the kept rows of each part's .npy into `path` through a memmap; returns the shape."""
+    first = np.load(parts[0][0], mmap_mode="r")
+    total = int(sum(int(keep.sum()) for _, keep in parts))
+    tmp = path.with_name("." + path.name + ".tmp")
+    merged = np.lib.format.open_memmap(tmp, mode="w+", dtype=first.dtype, shape=(total, *first.shape[1:]))
+    row = 0
+    for file, keep in parts:
+        block = np.load(file, mmap_mode="r")[keep]
+        merged[row : row + len(block)] = block
+        row += len(block)
+    merged.flush()
+    del merged
+    os.replace(tmp, path)
+    return (total, *first.shape[1:])
+
+
+def _write_val(out: Path, prompts: list[str], emb: np.ndarray) -> None:
+    np.save(out / VAL_TEXT_EMB, emb.astype(np.float16))
+    (out / VAL_PROMPTS).write_text("".join(_one_line(p) + "\n" for p in prompts))
+
+
+def _validation(out: Path, cfg: Any, text: Any, work_dirs: list[Path], captions, held) -> int:
+    if cfg.val_prompts:
+        prompts = [ln.strip() for ln in Path(cfg.val_prompts).read_text().splitlines() if ln.strip()]
+        if not prompts:
+            raise TLDError(f"validation prompts file {cfg.val_prompts} holds no prompts")
+        emb = text.encode(prompts, tokens=cfg.text_tokens)
+        _write_val(out, prompts, (emb.tokens if cfg.text_tokens else emb.pooled).numpy())
+        return len(prompts)
+    if not cfg.val_holdout:
+        return 0
+    prompts, embs = [], []
+    for folder, frame, mask in zip(work_dirs, captions, held):
+        rows = mask & ~frame["flipped"].to_numpy()
+        if rows.any():
+            prompts += frame.loc[rows, "caption"].tolist()
+            embs.append(np.load(folder / TEXT_EMB, mmap_mode="r")[rows])
+    _write_val(out, prompts, np.concatenate(embs))
+    return len(prompts)
+
+
+def merge_work(
+    out: Path, shards: list[Path], cfg: Any, vae: Any, text: Any, size: int, source_dir: Path
+) -> DatasetMeta:
+    from preprocessing.encode import WORK
+
+    work_dirs = [out / WORK / s.stem for s in shards]
+    missing = [s.name for s, d in zip(shards, work_dirs) if not d.is_dir()]
+    if missing:
+        raise TLDError(
+            f"cannot merge: {len(missing)} shard(s) not encoded yet, e.g. {missing[:3]}; rerun with resume"
+        )
+    captions = [pd.read_parquet(d / CAPTIONS) for d in work_dirs]
+    stats = [json.loads((d / "stats.json").read_text()) for d in work_dirs]
+    failed: Counter[str] = Counter()
+    for s in stats:
+        failed.update(s["failed"])
+    held = (
+        _heldout(captions, cfg.val_holdout) if cfg.val_holdout else [np.zeros(len(c), bool) for c in captions]
+    )
+    keep = [~h for h in held]
+    if sum(int(k.sum()) for k in keep) == 0:
+        raise TLDError(
+            f"no image of {sum(s['samples'] for s in stats)} could be encoded; failures: {dict(failed)}"
+        )
+
+    latent_shape = _write_array(out / LATENTS, [(d / LATENTS, k) for d, k in zip(work_dirs, keep)])
+    text_shape = _write_array(out / TEXT_EMB, [(d / TEXT_EMB, k) for d, k in zip(work_dirs, keep)])
+    if cfg.text_tokens:
+        _write_array(out / TEXT_MASK, [(d / TEXT_MASK, k) for d, k in zip(work_dirs, keep)])
+    merged = pd.concat([c[k] for c, k in zip(captions, keep)], ignore_index=True)
+    merged.to_parquet(out / CAPTIONS, index=False)
+    n_val = _validation(out, cfg, text, work_dirs, captions, held)
+
+    info = read_source_info(source_dir)
+    total_values = max(
+        1, sum(s["encoded"] for s in stats) * (2 if cfg.flip else 1) * int(np.prod(latent_shape[1:]))
+    )
+    meta = DatasetMeta(
+        count=latent_shape[0],
+        latent_shape=list(latent_shape[1:]),
+        latent_dtype=cfg.latent_dtype,
+        latent_clip=cfg.latent_clip if cfg.latent_dtype == "uint8" else None,
+        latent_scale=vae.latent_scale,
+        vae=vae.spec,
+        text_encoder=text.spec,
+        text_dim=int(text_shape[-1]),
+        text_tokens=int(text_shape[1]) if cfg.text_tokens else 0,
+        image_size=[size, size],
+        flip_doubled=cfg.flip,
+        source=str(info.get("source") or source_dir.resolve()),
+        license=str(info.get("license", "")),
+        extra={
+            "attribution": info.get("attribution", ""),
+            "shards": len(shards),
+            "samples_in_shards": sum(s["samples"] for s in stats),
+            "images_encoded": sum(s["encoded"] for s in stats),
+            "failed": dict(failed),
+            "clipped_fraction": sum(s["clipped_values"] for s in stats) / total_values,
+            "val_prompts": n_val,
+            "val_source": "file" if cfg.val_prompts else ("holdout" if cfg.val_holdout else "none"),
+            "sample_posterior": cfg.sample_posterior,
+        },
+    )
+    write_meta(out, meta)
+    if not cfg.keep_work:
+        shutil.rmtree(out / WORK, ignore_errors=True)
+    return meta
