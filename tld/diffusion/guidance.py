@@ -61,8 +61,8 @@ def _merge_args(cond: dict[str, Any], uncond: dict[str, Any], batch: int) -> dic
                     f"got {tuple(c.shape)} and {tuple(u.shape)}"
                 )
             merged[key] = torch.cat([c, u])
-        elif c is None and u is None or not isinstance(c, torch.Tensor) and c == u:
-            merged[key] = c
+        elif not isinstance(c, torch.Tensor) and not isinstance(u, torch.Tensor) and c == u:
+            merged[key] = c  # None or a plain option shared by both branches
         else:
             raise TLDError(
                 f"cond[{key!r}] and uncond[{key!r}] must both be tensors or equal, got {c!r} and {u!r}"
@@ -114,6 +114,8 @@ class CFGDenoiser(nn.Module):
         if self._only_cond(uncond):
             return apply_threshold(self.inner(x, sigma, **cond), self.threshold)
         merged = _merge_args(cond, uncond, x.shape[0])
+        sigma = torch.as_tensor(sigma, device=x.device)
+        sigma = sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma
         both = self.inner(torch.cat([x, x]), torch.cat([sigma, sigma]), **merged)
         x0_cond, x0_uncond = both.chunk(2)
         scale = self.cfg_scale
