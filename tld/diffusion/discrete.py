@@ -74,11 +74,13 @@ class DiscreteSchedule:
         return (low + weight).to(sigma.dtype)
 
     def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
-        t = t.double().clamp(0, self.num_steps - 1)
-        low = t.floor().long().clamp(max=self.num_steps - 2)
-        weight = t - low
+        """Sigma at a (fractional) timestep, interpolating log-sigma; float inputs keep their dtype."""
+        td = t.double().clamp(0, self.num_steps - 1)
+        low = td.floor().long().clamp(max=self.num_steps - 2)
+        weight = td - low
         log_sigmas = self.log_sigmas.to(t.device)
-        return ((1 - weight) * log_sigmas[low] + weight * log_sigmas[low + 1]).exp()
+        sigma = ((1 - weight) * log_sigmas[low] + weight * log_sigmas[low + 1]).exp()
+        return sigma.to(t.dtype) if t.is_floating_point() else sigma
 
     def round_sigma(self, sigma: torch.Tensor) -> torch.Tensor:
         """The nearest model sigma (nearest in log space); keeps the input's dtype and device."""
