@@ -1,0 +1,154 @@
+"""Denoiser throughput: forward and train-step images/s, achieved GFLOP/s, fraction of a large GEMM.
+
+    python bench/denoiser.py                                   # CPU, fp32, small + 101m
+    python bench/denoiser.py --device cuda --dtype bf16 --compile --batch 64
+
+FLOPs come from the analytic count in `tld.model.flops` (matmuls and convs; a train step counts
+as 3x the forward). The GEMM reference is one large square matmul of the same dtype on the same
+device, measured in the same run, so "fraction" says how close the network gets to the
+hardware's practical matmul peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from collections.abc import Callable
+
+import torch
+
+from tld.model import Denoiser, DenoiserConfig, forward_flops
+from tld.model.flops import train_step_flops
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device, warmup: int, iters: int) -> float:
+    """Fastest seconds per call after `warmup` untimed calls.
+
+    The minimum, not the mean: on a shared machine other processes only ever add time.
+    """
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def gemm_rate(n: int, dtype: torch.dtype, device: torch.device, iters: int) -> float:
+    """Best FLOP/s of square matmuls of side n and n/2 (the smaller is sometimes faster on CPU)."""
+    rates = []
+    for side in (n // 2, n):
+        a = torch.randn(side, side, device=device, dtype=dtype)
+        b = torch.randn(side, side, device=device, dtype=dtype)
+        rates.append(2 * side**3 / timed(lambda a=a, b=b: a @ b, device, warmup=1, iters=iters))
+    return max(rates)
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def bench_config(name: str, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
+    cfg = DenoiserConfig.preset(name)
+    batch = args.batch or (8 if device.type == "cpu" else 64)
+    torch.manual_seed(0)
+    net = Denoiser(cfg).to(device)
+    net.validate_inputs = False  # the checks sync the device; measure the network alone
+    h, w = cfg.latent_size
+    x = torch.randn(batch, cfg.in_channels, h, w, device=device)
+    t = torch.rand(batch, device=device)
+    text = torch.randn(batch, cfg.text_dim, device=device)
+    target = torch.randn(batch, cfg.out_channels, h, w, device=device)
+    model = torch.compile(net) if args.compile else net
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+
+    def forward() -> None:
+        with torch.inference_mode(), autocast(device, dtype):
+            model(x, t, text)
+
+    def train_step() -> None:
+        with autocast(device, dtype):
+            loss = torch.nn.functional.mse_loss(model(x, t, text).float(), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    net.eval()
+    fwd_s = timed(forward, device, args.warmup, args.iters)
+    net.train()
+    train_s = timed(train_step, device, args.warmup, args.iters)
+    fwd_flops = forward_flops(cfg, batch)
+    return {
+        "config": name,
+        "params": net.num_parameters(),
+        "batch": batch,
+        "fwd_img_s": batch / fwd_s,
+        "train_img_s": batch / train_s,
+        "fwd_gflops": fwd_flops / fwd_s / 1e9,
+        "train_gflops": train_step_flops(cfg, batch) / train_s / 1e9,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--configs", default="small,101m", help="comma-separated presets (tiny, small, 101m)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--dtype", default="fp32", choices=sorted(DTYPES), help="autocast dtype (and GEMM dtype)"
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument("--batch", type=int, default=0, help="batch size (default 8 on CPU, 64 on GPU)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--gemm-size", type=int, default=0, help="GEMM side (default 4096 CPU, 8192 GPU)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dtype = DTYPES[args.dtype]
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    n = args.gemm_size or (4096 if device.type == "cpu" else 8192)
+    gemm = gemm_rate(n, dtype, device, iters=args.iters) / 1e9
+
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu x{torch.get_num_threads()} threads"
+    )
+    print(f"device: {name}; dtype {args.dtype}; compile {args.compile}; torch {torch.__version__}")
+    print(f"reference GEMM (best of {n // 2} and {n} square) {args.dtype}: {gemm:.1f} GFLOP/s\n")
+    header = "| config | params | batch | fwd img/s | train img/s | fwd GFLOP/s | train GFLOP/s | fwd / GEMM | train / GEMM |"
+    print(header)
+    print("|" + "---|" * header.count(" | ") + "---|")
+    for config in args.configs.split(","):
+        r = bench_config(config.strip(), args, device, dtype)
+        print(
+            f"| {r['config']} | {r['params'] / 1e6:.1f}M | {r['batch']} | {r['fwd_img_s']:.2f} | "
+            f"{r['train_img_s']:.2f} | {r['fwd_gflops']:.1f} | {r['train_gflops']:.1f} | "
+            f"{r['fwd_gflops'] / gemm:.0%} | {r['train_gflops'] / gemm:.0%} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
