@@ -115,22 +115,28 @@ class KnownRegionDenoiser(nn.Module):
 
 
 def repaint_loop(
-    step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    model: Callable,
     x: torch.Tensor,
     sigmas: torch.Tensor,
+    extra_args: dict,
     resample: int,
     renoise: Callable[[torch.Tensor], torch.Tensor],
     progress: bool = True,
 ) -> torch.Tensor:
-    """RePaint (Lugmayr et al. 2022) with jump length 1: each step is redone `resample` times.
+    """RePaint (Lugmayr et al. 2022) with jump length 1 over deterministic DDIM steps.
 
-    `step(x, sigmas[i:i+2])` runs the sampler over one interval; between repeats the result is
-    noised back from sigma[i+1] to sigma[i] with `renoise(x)` (unit noise shaped like x), which
-    lets the unknown region harmonise with the pinned known region.
+    Every step is done `resample` times; between repeats the result is noised back from
+    sigma[i+1] to sigma[i] with `renoise(x)` (unit noise shaped like x), which lets the generated
+    region settle against the pinned known one. The steps are first order because the samplers of
+    tld.diffusion only run whole schedules that end in 0, and a multistep history would not survive
+    the going back anyway.
     """
+    s_in = x.new_ones(x.shape[0])
     for i in tqdm(range(len(sigmas) - 1), desc="repaint", disable=not progress):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
         for u in range(resample):
-            x = step(x, sigmas[i : i + 2])
-            if u < resample - 1 and sigmas[i + 1] > 0:
-                x = x + (sigmas[i] ** 2 - sigmas[i + 1] ** 2).sqrt() * renoise(x)
+            x0 = model(x, sigma * s_in, **extra_args)
+            x = x0 + (sigma_next / sigma) * (x - x0)
+            if u < resample - 1 and sigma_next > 0:
+                x = x + (sigma**2 - sigma_next**2).sqrt() * renoise(x)
     return x

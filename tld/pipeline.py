@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -284,14 +285,8 @@ class TLDPipeline(ImageEditing):
         extra = {"cond": cond, "uncond": uncond}
         if resample <= 1:
             return run_sampler(job, model, x, sigmas, extra, generators, job.progress)
-
-        def step(x_: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
-            return run_sampler(job, model, x_, segment, extra, generators, False)
-
-        def renoise(x_: torch.Tensor) -> torch.Tensor:
-            return randn_like_seeded(x_, generators)
-
-        return repaint_loop(step, x, sigmas, resample, renoise, job.progress)
+        renoise = partial(randn_like_seeded, generators=generators)
+        return repaint_loop(model, x, sigmas, extra, resample, renoise, job.progress)
 
     def _finish(
         self, job: Job, latents: torch.Tensor, known=None, mask=None, paste=None, **extra: Any

@@ -75,7 +75,7 @@ class ImageEditing:
         Any model works: the known region is pinned at every step. A 9-channel inpainting model gets
         (masked latent, mask) as input instead. `feather` softens the latent mask's border inside the
         repainted region (in latent cells), `resample` > 1 redoes every step that many times
-        (RePaint), `composite` pastes the input's own pixels over the kept region after decoding.
+        (RePaint, on DDIM steps instead of the chosen sampler), `composite` pastes the input's own pixels over the kept region after decoding.
         """
         job = self._job(prompt, kwargs)
         pixels = self._images(image, job.batch)
@@ -133,7 +133,9 @@ class ImageEditing:
             concat, pin = inpaint_concat(known, (mask > 0).to(known.dtype)), None
         latents = self._sample(job, x, sigmas, generators, concat=concat, pin=pin, resample=resample)
         paste = (pixels, mask_px) if composite else None
-        extra = {"feather": feather or None, "resample": resample if resample > 1 else None}
+        extra = {"feather": feather or None}
+        if resample > 1:
+            extra.update(resample=resample, sampler="repaint_ddim")
         return self._finish(job, latents, known=known, mask=mask, paste=paste, **extra)
 
     def _blank_concat(self, z: torch.Tensor) -> torch.Tensor | None:
