@@ -136,3 +136,30 @@ def test_unknown_table_suffix(tmp_path):
     table.write_text("x")
     with pytest.raises(TLDError, match=r"suffix '.xlsx'"):
         download(table, tmp_path / "out")
+
+
+def test_encode_downloaded_shards(downloaded, tmp_path, tiny_vae_dir, tiny_clip_dir):
+    from preprocessing.encode import EncodeConfig, encode
+    from tld.encoders import VAE
+    from tld.encoders.images import load_image, pil_to_tensor
+    from tld.latent_format import open_latent_dataset
+
+    _, shards, _, _ = downloaded
+    cfg = EncodeConfig(
+        vae=str(tiny_vae_dir), text_encoder=str(tiny_clip_dir), latent_dtype="uint8", progress=False
+    )
+    meta = encode(shards, tmp_path / "ds", cfg)
+    ds = open_latent_dataset(tmp_path / "ds")
+    assert ds.latents.shape == (N_GOOD + 3, 4, 16, 16) and ds.text_emb.shape == (N_GOOD + 3, 24)
+    assert meta.image_size == [32, 32] and meta.extra["failed"] == {}
+    captions = pd.read_parquet(tmp_path / "ds" / "captions.parquet")
+    row = captions.index[captions["caption"] == "solid colour number 7"][0]
+    assert captions["url"][row].endswith("/img07.jpg")
+    image = next(
+        s["image"]
+        for p in list_shards(shards)
+        for s in iter_shard(p)
+        if s["caption"] == "solid colour number 7"
+    )
+    z = VAE.from_pretrained(tiny_vae_dir).encode(pil_to_tensor([load_image(image)]))[0].numpy()
+    assert np.abs(ds.latent(row) - z).max() <= 4.0 / 255 + 1e-4  # within half a uint8 step (clip 4)
