@@ -209,7 +209,7 @@ class DiscreteParameterization(Parameterization):
     num_train_steps: int = 1000
     beta_start: float | None = None
     beta_end: float | None = None
-    schedule: DiscreteSchedule = field(init=False, repr=False)
+    schedule: DiscreteSchedule = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         check_choice(self.beta_schedule, BETA_SCHEDULES, "beta schedule")
