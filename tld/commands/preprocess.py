@@ -1,0 +1,192 @@
+"""`tld preprocess download|folder|emoji|encode`: the offline stage, one command per step."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from tld.errors import TLDError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "preprocess",
+        help="build training data: sources -> webdataset shards -> latent dataset",
+        description="Turn captioned images into webdataset shards, then shards into a latent dataset.",
+    )
+    sub = p.add_subparsers(dest="step", metavar="STEP", required=True)
+    _add_download(sub)
+    _add_folder(sub)
+    _add_emoji(sub)
+    _add_encode(sub)
+
+
+def _add_download(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "download", help="fetch a URL + caption table (csv/tsv/parquet/jsonl) with img2dataset"
+    )
+    p.add_argument("table", help="CSV, TSV, Parquet or JSONL file with a URL and a caption column")
+    p.add_argument("out", help="shard folder to write (rerunning fetches only the missing shards)")
+    p.add_argument("--url-col", default="url")
+    p.add_argument("--caption-col", default="caption")
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument(
+        "--resize-mode", default="center_crop", choices=["center_crop", "keep_ratio", "border", "no"]
+    )
+    p.add_argument("--samples-per-shard", type=int, default=10000)
+    p.add_argument("--processes", type=int, default=1)
+    p.add_argument("--threads", type=int, default=32)
+    p.add_argument("--timeout", type=int, default=10, help="seconds per URL")
+    p.add_argument("--retries", type=int, default=0)
+    p.add_argument("--distributor", default="multiprocessing", choices=["multiprocessing", "pyspark", "ray"])
+    p.add_argument("--overwrite", action="store_true", help="delete OUT first instead of continuing it")
+    p.set_defaults(func=run_download)
+
+
+def _add_folder(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("folder", help="shard a local folder of images with .txt sidecars or a captions table")
+    p.add_argument("images_dir")
+    p.add_argument("out")
+    p.add_argument(
+        "--captions", help="CSV/TSV/Parquet/JSONL mapping file names to captions (else .txt sidecars)"
+    )
+    p.add_argument("--file-col", default="file")
+    p.add_argument("--caption-col", default="caption")
+    p.add_argument("--image-size", type=int, default=256, help="center-crop size; 0 keeps images as they are")
+    p.add_argument("--samples-per-shard", type=int, default=10000)
+    p.add_argument("--format", default="jpg", choices=["jpg", "png", "webp"])
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_folder)
+
+
+def _add_emoji(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("emoji", help="render the bundled OpenMoji emoji (CC BY-SA 4.0) into shards")
+    p.add_argument("out")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--background", default="white", help="colour name or #rrggbb")
+    p.add_argument("--limit", type=int, help="only the first N emoji")
+    p.add_argument("--samples-per-shard", type=int, default=1000)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_emoji)
+
+
+def _add_encode(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("encode", help="encode shards with a frozen VAE + text encoder into a latent dataset")
+    p.add_argument("shards_dir")
+    p.add_argument("dataset_dir")
+    p.add_argument("--vae", default="madebyollin/sdxl-vae-fp16-fix", help="hub id or local folder")
+    p.add_argument(
+        "--latent-scale", type=float, help="latents are divided by this (default: recorded, else 8)"
+    )
+    p.add_argument(
+        "--text-encoder",
+        default="open_clip",
+        help="open_clip (ViT-L-14 openai), hf_clip, minilm, or a folder",
+    )
+    p.add_argument("--text-tokens", action="store_true", help="store per-token embeddings + mask")
+    p.add_argument("--latent-dtype", default="float16", choices=["float16", "uint8"])
+    p.add_argument("--latent-clip", type=float, default=4.0, help="uint8 range is [-clip, clip]")
+    p.add_argument("--image-size", type=int, help="center-crop size (default: the shards' image size)")
+    p.add_argument("--flip", action="store_true", help="also store every image mirrored (doubles the data)")
+    p.add_argument("--sample-posterior", action="store_true", help="sample the VAE posterior, not its mean")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--val-prompts", help="text file of validation prompts, one per line")
+    p.add_argument("--val-holdout", type=int, default=0, help="or hold out the last N images as validation")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted encode")
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset already in DATASET_DIR")
+    p.add_argument("--keep-work", action="store_true", help="keep the per-shard work files after merging")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_encode)
+
+
+def run_download(args: argparse.Namespace) -> int:
+    from preprocessing.download import DownloadConfig, download
+
+    cfg = DownloadConfig(
+        url_col=args.url_col,
+        caption_col=args.caption_col,
+        image_size=args.image_size,
+        resize_mode=args.resize_mode,
+        samples_per_shard=args.samples_per_shard,
+        processes=args.processes,
+        threads=args.threads,
+        timeout=args.timeout,
+        retries=args.retries,
+        distributor=args.distributor,
+        overwrite=args.overwrite,
+    )
+    print(download(args.table, args.out, cfg).format())
+    return 0
+
+
+def run_folder(args: argparse.Namespace) -> int:
+    from preprocessing.folder import build_folder_shards
+
+    summary = build_folder_shards(
+        args.images_dir,
+        args.out,
+        captions=args.captions,
+        file_col=args.file_col,
+        caption_col=args.caption_col,
+        image_size=args.image_size or None,
+        samples_per_shard=args.samples_per_shard,
+        image_format=args.format,
+        progress=not args.no_progress,
+    )
+    print(summary.format())
+    return 0
+
+
+def run_emoji(args: argparse.Namespace) -> int:
+    from preprocessing.emoji import ATTRIBUTION, build_emoji_shards
+
+    count, shards = build_emoji_shards(
+        args.out,
+        args.size,
+        args.background,
+        args.limit,
+        args.samples_per_shard,
+        progress=not args.no_progress,
+    )
+    print(f"{count} emoji written into {shards} shard(s) in {args.out}\n{ATTRIBUTION}")
+    return 0
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    from preprocessing.encode import EncodeConfig, encode
+
+    if args.latent_clip <= 0:
+        raise TLDError(f"--latent-clip must be > 0, got {args.latent_clip}")
+    cfg = EncodeConfig(
+        vae=args.vae,
+        latent_scale=args.latent_scale,
+        text_encoder=args.text_encoder,
+        text_tokens=args.text_tokens,
+        latent_dtype=args.latent_dtype,
+        latent_clip=args.latent_clip,
+        image_size=args.image_size,
+        flip=args.flip,
+        sample_posterior=args.sample_posterior,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        val_prompts=args.val_prompts,
+        val_holdout=args.val_holdout,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        keep_work=args.keep_work,
+        progress=not args.no_progress,
+    )
+    meta = encode(args.shards_dir, args.dataset_dir, cfg)
+    if meta is not None:  # None on non-main processes under accelerate
+        failed = meta.extra.get("failed") or {}
+        print(
+            f"{meta.count} samples -> {args.dataset_dir}: latents {meta.latent_shape} {meta.latent_dtype}, "
+            f"text {meta.text_dim}-d, {meta.extra.get('val_prompts', 0)} validation prompts; "
+            f"skipped {json.dumps(failed) if failed else 'none'}"
+        )
+    return 0
