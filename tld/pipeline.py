@@ -200,6 +200,29 @@ class TLDPipeline(ImageEditing):
             text_encoder = load_text_encoder(text_encoder or ORIGINAL_TEXT_ENCODER)
         return cls(denoiser, vae, text_encoder, "tld", ORIGINAL_SAMPLING, device=device, dtype=dtype)
 
+    @staticmethod
+    def convert_original(
+        state_dict: str | os.PathLike | dict[str, torch.Tensor],
+        out_dir: str | os.PathLike,
+        vae: str = ORIGINAL_VAE,
+        text_encoder: dict[str, Any] | None = None,
+    ) -> Path:
+        """Write a model folder for the original release without downloading its VAE or CLIP:
+        config.json records them as hub specs, fetched when the folder is first loaded."""
+        from tld.model.convert import load_original_tld
+
+        folder = Path(out_dir)
+        load_original_tld(state_dict).save_pretrained(folder)
+        entries = {
+            "parameterization": get_parameterization("tld").to_dict(),
+            "vae": {"path": vae, "latent_scale": ORIGINAL_LATENT_SCALE},
+            "text_encoder": text_encoder or ORIGINAL_TEXT_ENCODER,
+            "text_tokens": False,
+            "sampling": ORIGINAL_SAMPLING.to_dict(),
+        }
+        write_model_config(folder, entries)
+        return folder
+
     # ---- text to image -----------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(

@@ -1,0 +1,138 @@
+"""The `tld generate|img2img|inpaint|outpaint|convert` commands and PNG metadata."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pipeline_fixtures import TEXT_DIM, checker_image, tiny_pipeline
+
+from tld.cli import main
+from tld.errors import TLDError
+from tld.model import Denoiser
+from tld.model.convert import load_original_tld
+from tld.pipeline_io import make_grid, read_png_metadata, save_png
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_vae_dir, tiny_clip_dir, tmp_path_factory):
+    pipe = tiny_pipeline(tiny_vae_dir, tiny_clip_dir, seed=3)
+    return pipe.save_pretrained(tmp_path_factory.mktemp("cli") / "model"), pipe
+
+
+def test_png_metadata_round_trip(tmp_path):
+    meta = {
+        "prompt": "a cute owl",
+        "seed": 11,
+        "cfg": 7.5,
+        "schedule_opts": {"exponent": 2.0},
+        "seeds": [1, 2],
+    }
+    path = save_png(Image.new("RGB", (8, 4), "red"), tmp_path / "x.png", meta)
+    assert read_png_metadata(path) == meta
+    with Image.open(path) as im:
+        assert im.text["parameters"].startswith("a cute owl\n") and "seed: 11" in im.text["parameters"]
+    assert read_png_metadata(save_png(Image.new("RGB", (2, 2)), tmp_path / "plain.png")) == {}
+    with pytest.raises(TLDError, match="ending in .png"):
+        save_png(Image.new("RGB", (2, 2)), tmp_path / "x.jpg")
+
+
+def test_grid_layout():
+    images = [Image.new("RGB", (4, 3), c) for c in ("red", "green", "blue")]
+    grid = make_grid(images, pad=1)
+    assert grid.size == (9, 7)
+    assert grid.getpixel((5, 0)) == (0, 128, 0) and grid.getpixel((0, 4)) == (0, 0, 255)
+    assert grid.getpixel((4, 0)) == (255, 255, 255)
+
+
+def test_generate_separate_files_match_the_api(model_dir, tmp_path, capsys):
+    folder, pipe = model_dir
+    out = tmp_path / "owl.png"
+    argv = ["generate", "a cute owl", "--model", str(folder), "--steps", "2", "--cfg", "3", "--seed", "11"]
+    assert main([*argv, "-n", "2", "--separate", "-o", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(tmp_path / "owl_0.png"), str(tmp_path / "owl_1.png")]
+    expected = pipe("a cute owl", steps=2, cfg=3.0, seed=11, num_images=2, progress=False)
+    for k, path in enumerate(printed):
+        meta = read_png_metadata(path)
+        assert meta["prompt"] == "a cute owl" and meta["seed"] == 11 + k
+        assert (meta["steps"], meta["cfg"], meta["sampler"], meta["model"]) == (
+            2,
+            3.0,
+            "dpmpp_2m",
+            str(folder),
+        )
+        assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), np.asarray(expected[k]))
+
+
+def test_generate_grid_with_two_prompts(model_dir, tmp_path, capsys):
+    folder, _ = model_dir
+    out = tmp_path / "grid.png"
+    argv = ["generate", "an owl", "a car", "--model", str(folder), "--steps", "1", "--seed", "5", "-n", "2"]
+    assert main([*argv, "--sampler", "euler", "-o", str(out), "--no-progress"]) == 0
+    with Image.open(out) as im:
+        assert im.size == (16 * 2 + 4, 16 * 2 + 4)
+    meta = read_png_metadata(out)
+    assert meta["prompts"] == ["an owl", "an owl", "a car", "a car"] and meta["seeds"] == [5, 6, 7, 8]
+    assert meta["sampler"] == "euler"
+
+
+def test_edit_commands(model_dir, tmp_path):
+    folder, _ = model_dir
+    image, mask = tmp_path / "in.png", tmp_path / "mask.png"
+    checker_image(16, seed=2).save(image)
+    m = np.zeros((16, 16), dtype=np.uint8)
+    m[4:12, 4:12] = 255
+    Image.fromarray(m).save(mask)
+    common = ["--model", str(folder), "--steps", "2", "--seed", "1", "--no-progress"]
+    assert (
+        main(["outpaint", str(image), "a wide view", "--right", "8", *common, "-o", str(tmp_path / "o.png")])
+        == 0
+    )
+    with Image.open(tmp_path / "o.png") as im:
+        assert im.size == (24, 16)
+        assert np.array_equal(
+            np.asarray(im.convert("RGB"))[:, :16], np.asarray(Image.open(image).convert("RGB"))
+        )
+    assert main(["inpaint", str(image), str(mask), "a hole", *common, "-o", str(tmp_path / "i.png")]) == 0
+    assert read_png_metadata(tmp_path / "i.png")["prompt"] == "a hole"
+    assert (
+        main(["img2img", str(image), "redo", "--strength", "0.5", *common, "-o", str(tmp_path / "r.png")])
+        == 0
+    )
+    assert read_png_metadata(tmp_path / "r.png")["strength"] == 0.5
+
+
+def test_cli_errors_are_one_line(model_dir, tmp_path, capsys):
+    folder, _ = model_dir
+    assert main(["generate", "owl", "--model", str(folder), "-o", str(tmp_path / "x.jpg")]) == 1
+    assert "expected an output path ending in .png, got" in capsys.readouterr().err
+    assert main(["generate", "owl", "--model", str(tmp_path / "none"), "-o", str(tmp_path / "x.png")]) == 1
+    assert "model folder not found" in capsys.readouterr().err
+    assert (
+        main(["generate", "owl", "--model", str(folder), "--height", "10", "-o", str(tmp_path / "x.png")])
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "height must be a positive multiple of 4 pixels" in err
+
+
+def test_convert_writes_a_model_folder_with_hub_specs(tmp_path, capsys):
+    from test_convert import _original  # the reference implementation of the original network
+
+    net = _original(seed=4, embed=64, layers=2, image=8, patch=2, noise_dims=32, text=TEXT_DIM)
+    torch.save(net.state_dict(), tmp_path / "state_dict_378000.pth")
+    out = tmp_path / "tld-original"
+    assert main(["convert", str(tmp_path / "state_dict_378000.pth"), "-o", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["vae"] == {"path": "madebyollin/sdxl-vae-fp16-fix", "latent_scale": 8.0}
+    assert config["text_encoder"] == {"backend": "open_clip", "model": "ViT-L-14", "pretrained": "openai"}
+    assert config["parameterization"]["name"] == "tld" and config["sampling"]["schedule"] == "tld"
+    assert json.loads(capsys.readouterr().out)["model_folder"] == str(out)
+    x, t, label = torch.randn(2, 4, 8, 8), torch.rand(2), torch.randn(2, TEXT_DIM)
+    with torch.no_grad():
+        expected = load_original_tld(net.state_dict())(x, t, label)
+        torch.testing.assert_close(Denoiser.from_pretrained(out)(x, t, label), expected)

@@ -1,0 +1,200 @@
+"""`tld generate`, `tld img2img`, `tld inpaint`, `tld outpaint` and `tld convert`.
+
+Every PNG written carries its prompt(s), seed(s) and settings in a text chunk that
+`tld.pipeline_io.read_png_metadata` reads back (and a human-readable "parameters" copy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from tld.errors import TLDError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    g = subparsers.add_parser(
+        "generate",
+        help="text to image with a model folder (or the original TLD weights)",
+        description="Sample images for one or more prompts and save them as PNG (settings in the metadata).",
+    )
+    g.add_argument("prompt", nargs="+", help="one or more prompts")
+    _add_common(g)
+    g.add_argument("--height", type=int, help="image height in pixels (default: the trained size)")
+    g.add_argument("--width", type=int, help="image width in pixels (default: the trained size)")
+    g.set_defaults(func=run_generate)
+
+    i = subparsers.add_parser("img2img", help="redraw an image guided by a prompt")
+    i.add_argument("image", help="input image file")
+    i.add_argument("prompt", nargs="+")
+    _add_common(i)
+    i.add_argument(
+        "--strength", type=float, default=0.6, help="0 keeps the image, 1 ignores it (default 0.6)"
+    )
+    i.set_defaults(func=run_img2img)
+
+    p = subparsers.add_parser("inpaint", help="repaint the white part of a mask")
+    p.add_argument("image", help="input image file")
+    p.add_argument("mask", help="mask image of the same size: white = repaint, black = keep")
+    p.add_argument("prompt", nargs="+")
+    _add_common(p)
+    _add_inpaint(p, composite_default=False)
+    p.set_defaults(func=run_inpaint)
+
+    o = subparsers.add_parser("outpaint", help="extend an image's canvas and fill the new border")
+    o.add_argument("image", help="input image file")
+    o.add_argument("prompt", nargs="+")
+    _add_common(o)
+    for side in ("left", "right", "top", "bottom"):
+        o.add_argument(f"--{side}", type=int, default=0, help=f"pixels to add on the {side}")
+    _add_inpaint(o, composite_default=True)
+    o.set_defaults(func=run_outpaint)
+
+    c = subparsers.add_parser(
+        "convert",
+        help="turn the original TLD checkpoint into a model folder",
+        description="Write a model folder from the original release's state_dict_378000.pth; its VAE and "
+        "CLIP are recorded as hub ids and downloaded when the folder is first loaded.",
+    )
+    c.add_argument("state_dict", help="original checkpoint (.pth), e.g. state_dict_378000.pth")
+    c.add_argument("-o", "--output", required=True, help="model folder to write")
+    c.add_argument("--vae", default=None, help="VAE hub id (default madebyollin/sdxl-vae-fp16-fix)")
+    c.add_argument("--clip-model", default="ViT-L-14", help="open_clip model name (default ViT-L-14)")
+    c.add_argument("--clip-pretrained", default="openai", help="open_clip pretrained tag (default openai)")
+    c.set_defaults(func=run_convert)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="model folder or hub repo id")
+    src.add_argument("--original", metavar="PTH", help="the original TLD checkpoint (state_dict_378000.pth)")
+    p.add_argument("--cfg", type=float, help="guidance scale (default: the model's, usually 7)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the model's, usually 15)")
+    p.add_argument("--sampler", help="sampler name, e.g. dpmpp_2m, euler_ancestral, heun, ddim")
+    p.add_argument("--schedule", help="sigma schedule, e.g. tld, karras, exponential")
+    p.add_argument(
+        "--seed", type=int, help="seed of the first image; image k uses seed + k (default: random)"
+    )
+    p.add_argument("-n", "--num-images", type=int, default=1, help="images per prompt (default 1)")
+    p.add_argument("--negative", dest="negative_prompt", help="negative prompt (default: the null condition)")
+    p.add_argument("--sharp", dest="sharp_f", type=float, help="original TLD sharpness nudge (e.g. 0.1)")
+    p.add_argument("--bright", dest="bright_f", type=float, help="original TLD brightness nudge (e.g. 0.1)")
+    p.add_argument("--threshold", type=float, help="clamp the guided x0 latents to [-T, T]")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--dtype", help="float32, float16 or bfloat16 (default: float16 on CUDA)")
+    p.add_argument("-o", "--output", default="out.png", help="PNG file to write (default out.png)")
+    layout = p.add_mutually_exclusive_group()
+    layout.add_argument("--grid", dest="separate", action="store_false", help="one grid image (default)")
+    layout.add_argument(
+        "--separate", dest="separate", action="store_true", help="one file per image: out_0.png, out_1.png..."
+    )
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    p.set_defaults(separate=False)  # two actions share the dest; argparse would take --grid's True
+
+
+def _add_inpaint(p: argparse.ArgumentParser, composite_default: bool) -> None:
+    p.add_argument("--feather", type=float, default=0.0, help="soften the mask border (latent cells)")
+    p.add_argument("--resample", type=int, default=1, help="RePaint passes per step (default 1 = off)")
+    p.add_argument(
+        "--composite",
+        action=argparse.BooleanOptionalAction,
+        default=composite_default,
+        help="paste the input's pixels over the kept region",
+    )
+
+
+def _load(args: argparse.Namespace):
+    from tld.pipeline import TLDPipeline
+
+    if args.original:
+        return TLDPipeline.from_original(args.original, device=args.device, dtype=args.dtype)
+    return TLDPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+
+
+def _call_args(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("cfg", "steps", "sampler", "schedule", "seed", "num_images", "negative_prompt", "progress")
+    call = {n: getattr(args, n) for n in names}
+    call.update(
+        {n: getattr(args, n) for n in ("sharp_f", "bright_f", "threshold") if getattr(args, n) is not None}
+    )
+    return call
+
+
+def _prompt(args: argparse.Namespace) -> str | list[str]:
+    return args.prompt[0] if len(args.prompt) == 1 else list(args.prompt)
+
+
+def save_output(out, output: str | Path, separate: bool, source: str) -> list[Path]:
+    """Write a TLDOutput as one grid PNG or one PNG per image, with settings in the metadata."""
+    from tld.pipeline_io import make_grid, numbered_paths, save_png
+
+    if separate or len(out) == 1:
+        paths = numbered_paths(output, len(out))
+        return [
+            save_png(image, path, {**out.metadata(k), "model": source})
+            for k, (image, path) in enumerate(zip(out, paths))
+        ]
+    meta = {**out.settings, "prompts": out.prompts, "seeds": out.seeds, "model": source}
+    return [save_png(make_grid(list(out)), output, meta)]
+
+
+def _finish(args: argparse.Namespace, out) -> int:
+    source = args.model or f"original:{args.original}"
+    for path in save_output(out, args.output, args.separate, source):
+        print(path)
+    return 0
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    _check_output(args.output)
+    pipe = _load(args)
+    return _finish(args, pipe(_prompt(args), height=args.height, width=args.width, **_call_args(args)))
+
+
+def run_img2img(args: argparse.Namespace) -> int:
+    from tld.encoders.images import load_image
+
+    _check_output(args.output)
+    image = load_image(args.image)
+    pipe = _load(args)
+    return _finish(args, pipe.img2img(image, _prompt(args), strength=args.strength, **_call_args(args)))
+
+
+def run_inpaint(args: argparse.Namespace) -> int:
+    from tld.encoders.images import load_image
+
+    _check_output(args.output)
+    image, mask = load_image(args.image), load_image(args.mask)
+    pipe = _load(args)
+    opts = dict(feather=args.feather, resample=args.resample, composite=args.composite)
+    return _finish(args, pipe.inpaint(image, mask, _prompt(args), **opts, **_call_args(args)))
+
+
+def run_outpaint(args: argparse.Namespace) -> int:
+    from tld.encoders.images import load_image
+
+    _check_output(args.output)
+    image = load_image(args.image)
+    pipe = _load(args)
+    margins = dict(left=args.left, right=args.right, top=args.top, bottom=args.bottom)
+    opts = dict(feather=args.feather, resample=args.resample, composite=args.composite)
+    return _finish(args, pipe.outpaint(image, _prompt(args), **margins, **opts, **_call_args(args)))
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from tld.pipeline import ORIGINAL_VAE, TLDPipeline
+
+    text = {"backend": "open_clip", "model": args.clip_model, "pretrained": args.clip_pretrained}
+    folder = TLDPipeline.convert_original(
+        args.state_dict, args.output, vae=args.vae or ORIGINAL_VAE, text_encoder=text
+    )
+    print(json.dumps({"model_folder": str(folder), "vae": args.vae or ORIGINAL_VAE, "text_encoder": text}))
+    return 0
+
+
+def _check_output(output: str) -> None:
+    # Fail before minutes of loading and sampling, not after.
+    if Path(output).suffix.lower() != ".png":
+        raise TLDError(f"expected an output path ending in .png, got {output!r}")
