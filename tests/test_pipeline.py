@@ -214,3 +214,23 @@ def test_text_dim_mismatch_is_refused(tiny_vae_dir, tiny_clip_dir):
     vae, text = VAE.from_pretrained(tiny_vae_dir), load_text_encoder(tiny_clip_dir)
     with pytest.raises(TLDError, match="24-d pooled embeddings but the denoiser expects text_dim 16"):
         TLDPipeline(tiny_denoiser(text_dim=16), vae, text, device="cpu")
+
+
+def test_class_conditional_model_without_text_encoder(tiny_vae_dir, tmp_path):
+    pipe = TLDPipeline(tiny_denoiser(text_dim=0, num_classes=3), VAE.from_pretrained(tiny_vae_dir), None)
+    out = pipe(["shirt", "boot"], class_labels=[0, 2], seed=1, **FAST)
+    assert out.settings["class_labels"] == [0, 2]
+    alone = pipe("boot", class_labels=2, seed=2, **FAST)
+    torch.testing.assert_close(alone.latents[0], out.latents[1], rtol=1e-4, atol=1e-4)
+    other = pipe("boot", class_labels=1, seed=2, **FAST)
+    assert (other.latents - alone.latents).abs().mean() > 0.01
+    folder = pipe.save_pretrained(tmp_path / "model")
+    assert json.loads((folder / "config.json").read_text())["text_encoder"] is None
+    again = TLDPipeline.from_pretrained(folder, device="cpu")("boot", class_labels=2, seed=2, **FAST)
+    torch.testing.assert_close(again.latents, alone.latents, rtol=0, atol=0)
+    with pytest.raises(TLDError, match="class-conditional: pass class_labels"):
+        pipe("boot", **FAST)
+    with pytest.raises(TLDError, match=r"class_labels must be in \[0, 3\), got \[5\]"):
+        pipe("boot", class_labels=5, **FAST)
+    with pytest.raises(TLDError, match="no text encoder was given"):
+        TLDPipeline(tiny_denoiser(), VAE.from_pretrained(tiny_vae_dir), None)

@@ -115,6 +115,7 @@ class Job:
     sampler_opts: dict[str, Any]
     output_type: str
     progress: bool
+    class_labels: list[int] | None = None
 
     @property
     def batch(self) -> int:
@@ -128,6 +129,8 @@ class Job:
                 info[name] = getattr(s, name)
         if s.schedule_opts:
             info["schedule_opts"] = s.schedule_opts
+        if self.class_labels is not None:
+            info["class_labels"] = self.class_labels
         if self.negatives:
             info["negative_prompt"] = self.negatives[0] if len(set(self.negatives)) == 1 else self.negatives
         return {**info, **{k: v for k, v in extra.items() if v is not None}}
@@ -152,6 +155,7 @@ def make_job(
     output_type: str = "pil",
     progress: bool = True,
     sampler_opts: dict[str, Any] | None = None,
+    class_labels: int | Sequence[int] | None = None,
     **overrides: Any,
 ) -> Job:
     """Check a call's arguments and expand them to one row per image (prompt-major order).
@@ -176,7 +180,16 @@ def make_job(
         settings = replace(settings, schedule=default_schedule)
     settings.validate()
     seeds = resolve_seeds(seed, len(rows))
-    return Job(rows, negatives, seeds, settings, dict(sampler_opts or {}), output_type, bool(progress))
+    labels = None
+    if class_labels is not None:
+        labels = [class_labels] if isinstance(class_labels, int) else list(class_labels)
+        if len(labels) not in (1, len(prompts)) or not all(isinstance(c, int) for c in labels):
+            raise TLDError(
+                f"expected 1 or {len(prompts)} integer class labels (one per prompt), got {class_labels!r}"
+            )
+        labels = [c for c in labels * (len(prompts) // len(labels)) for _ in range(num_images)]
+    job = Job(rows, negatives, seeds, settings, dict(sampler_opts or {}), output_type, bool(progress), labels)
+    return job
 
 
 def resolve_seeds(seed: int | Sequence[int] | None, count: int) -> list[int]:

@@ -95,6 +95,10 @@ class TLDPipeline(ImageEditing):
             raise TLDError(
                 f"denoiser in_channels must be {c} (plain) or {2 * c + 1} (inpainting), got {cfg.in_channels}"
             )
+        if cfg.text_dim and self.text_encoder is None:
+            raise TLDError(
+                f"the denoiser is text-conditioned (text_dim {cfg.text_dim}) but no text encoder was given"
+            )
         dim = getattr(self.text_encoder, "token_dim" if self.text_tokens else "dim", None)
         if cfg.text_dim and dim != cfg.text_dim:
             kind = "per-token" if self.text_tokens else "pooled"
@@ -137,7 +141,7 @@ class TLDPipeline(ImageEditing):
         config = read_model_config(folder)
         denoiser = Denoiser.from_pretrained(folder)
         device = resolve_device(device)
-        vae_ref, text_ref = config["vae"], config["text_encoder"]
+        vae_ref, text_ref = config["vae"], config.get("text_encoder")
         if isinstance(vae_ref, str):
             vae = VAE.from_pretrained(
                 folder / vae_ref if (folder / vae_ref).is_dir() else vae_ref, device=device
@@ -146,7 +150,8 @@ class TLDPipeline(ImageEditing):
             vae = VAE.from_spec(vae_ref, device=device)
         if isinstance(text_ref, str) and (folder / text_ref).is_dir():
             text_ref = folder / text_ref
-        text_encoder = load_text_encoder(text_ref, device=device)
+        # Class-conditional and unconditional models are exported without a text encoder.
+        text_encoder = None if text_ref is None else load_text_encoder(text_ref, device=device)
         return cls(
             denoiser,
             vae,
@@ -162,13 +167,15 @@ class TLDPipeline(ImageEditing):
         """Write a model folder; `components=False` records the VAE/text encoder specs instead of copies."""
         folder = Path(folder)
         self.denoiser.save_pretrained(folder)
+        text = self.text_encoder
         if components:
             self.vae.save_pretrained(folder / "vae")
-            self.text_encoder.save_pretrained(folder / "text_encoder")
+            if text is not None:
+                text.save_pretrained(folder / "text_encoder")
         entries = {
             "parameterization": self.param.to_dict(),
             "vae": "vae" if components else self.vae.spec,
-            "text_encoder": "text_encoder" if components else self.text_encoder.spec,
+            "text_encoder": None if text is None else "text_encoder" if components else text.spec,
             "text_tokens": self.text_tokens,
             "sampling": self.sampling.to_dict(),
         }
@@ -285,13 +292,27 @@ class TLDPipeline(ImageEditing):
             return {"text_emb": emb.tokens.to(self.device), "text_mask": emb.mask.to(self.device)}
         return {"text_emb": emb.pooled.to(self.device)}
 
+    def _labels(self, job: Job) -> dict[str, torch.Tensor]:
+        """class_labels for class-conditional models (no text encoder needed)."""
+        n = self.denoiser.config.num_classes
+        if not n:
+            if job.class_labels is not None:
+                raise TLDError("class_labels given, but this model is not class-conditional (num_classes 0)")
+            return {}
+        if job.class_labels is None:
+            raise TLDError(f"this model is class-conditional: pass class_labels (integers in [0, {n}))")
+        if not all(0 <= c < n for c in job.class_labels):
+            raise TLDError(f"class_labels must be in [0, {n}), got {sorted(set(job.class_labels))}")
+        return {"class_labels": torch.tensor(job.class_labels, device=self.device)}
+
     def _conditioning(self, job: Job) -> tuple[dict[str, Any], dict[str, Any] | None]:
         keep = torch.zeros(job.batch, dtype=torch.bool, device=self.device)
-        cond = {**self.encode_prompts(job.prompts), "drop_cond": keep}
+        text = self.encode_prompts(job.prompts) if self.denoiser.config.text_dim else {}
+        cond = {**text, **self._labels(job), "drop_cond": keep}
         if job.settings.cfg == 1:
             return cond, None
-        if job.negatives is not None:
-            return cond, {**self.encode_prompts(job.negatives), "drop_cond": keep}
+        if job.negatives is not None and text:
+            return cond, {**cond, **self.encode_prompts(job.negatives)}
         # The model's own null condition: same shapes, every row dropped.
         return cond, {**cond, "drop_cond": torch.ones_like(keep)}
 

@@ -103,9 +103,8 @@ def read_model_config(folder: str | os.PathLike) -> dict[str, Any]:
                 missing.append(f"{ref}/")
         if "denoiser" not in config:
             raise TLDError(f"{root / CONFIG_NAME} has no 'denoiser' entry; is this a tld model folder?")
-        for key in ("vae", "text_encoder"):
-            if key not in config:
-                raise TLDError(f"{root / CONFIG_NAME} has no {key!r} entry (a subfolder name or a hub spec)")
+        if config.get("vae") is None:
+            raise TLDError(f"{root / CONFIG_NAME} names no VAE ('vae': a subfolder name or a hub spec)")
     if missing:
         raise TLDError(f"model folder {str(root)!r} is missing {', '.join(missing)}")
     version = config.get("version", FORMAT_VERSION)
