@@ -140,3 +140,20 @@ def test_bad_edit_arguments(pipe, image, call, message):
     with pytest.raises(TLDError) as err:
         call(pipe, image)
     assert message in str(err.value)
+
+
+def test_panorama_example_keeps_every_earlier_column(pipe):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "panorama.py"
+    spec = importlib.util.spec_from_file_location("panorama_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    two = np.asarray(example.grow_panorama(pipe, "a lake", tiles=2, shift=8, seed=4, steps=2, progress=False))
+    three = np.asarray(
+        example.grow_panorama(pipe, "a lake", tiles=3, shift=8, seed=4, steps=2, progress=False)
+    )
+    assert two.shape == (16, 32, 3) and three.shape == (16, 40, 3)
+    assert np.array_equal(three[:, :32], two)
+    assert np.abs(three[:, 32:].astype(int) - three[:, 31:32]).mean() > 1
