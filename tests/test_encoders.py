@@ -76,7 +76,7 @@ def test_vae_save_load_keeps_scale_and_outputs(tmp_path, tiny_vae_dir):
 
 
 def test_vae_half_precision_close_to_float32(tiny_vae_dir, vae):
-    half = VAE.from_pretrained(tiny_vae_dir, dtype=torch.bfloat16)
+    half = VAE.from_pretrained(tiny_vae_dir, dtype="bf16")
     assert half.dtype == torch.bfloat16
     x = _images()
     z = half.encode(x)
@@ -99,7 +99,17 @@ def test_vae_encode_bad_input(vae, images, match):
         vae.encode(images)
 
 
+def test_vae_empty_batch(vae):
+    z = vae.encode(torch.zeros(0, 3, 32, 24))
+    assert z.shape == (0, 4, 16, 12) and z.dtype == torch.float32
+    assert vae.decode(z).shape == (0, 3, 32, 24)
+
+
 def test_vae_decode_and_load_bad_input(vae, tmp_path):
+    with pytest.raises(TLDError, match="NaN or infinite"):
+        vae.encode(torch.full((1, 3, 32, 32), float("nan")))
+    with pytest.raises(TLDError, match="dtype must be one of .* got 'fp8'"):
+        vae.to(dtype="fp8")
     with pytest.raises(TLDError, match=r"\(B, 4, h, w\), got \(1, 3, 8, 8\)"):
         vae.decode(torch.zeros(1, 3, 8, 8))
     with pytest.raises(TLDError, match="batch_size must be a positive integer, got 0"):
@@ -155,6 +165,14 @@ def test_open_clip_save_load_and_normalize(clip_enc, tmp_path):
     unit = load_text_encoder({**again.spec, "normalize": True}).encode(CAPTIONS).pooled
     torch.testing.assert_close(unit.norm(dim=-1), torch.ones(4))
     assert not torch.allclose(clip_enc.encode(CAPTIONS).pooled.norm(dim=-1), torch.ones(4))
+
+
+def test_text_encoder_half_precision(tiny_clip_dir, clip_enc):
+    half = load_text_encoder(tiny_clip_dir, dtype="bf16")
+    assert next(half.module.parameters()).dtype == torch.bfloat16
+    emb = half.encode(CAPTIONS, tokens=True)
+    assert emb.pooled.dtype == torch.float32 and emb.tokens.dtype == torch.float32
+    torch.testing.assert_close(emb.pooled, clip_enc.encode(CAPTIONS).pooled, atol=0.05, rtol=0.05)
 
 
 def test_empty_caption_list_gives_empty_arrays(clip_enc):

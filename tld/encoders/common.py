@@ -13,6 +13,26 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device) if device is not None else torch.device("cpu")
 
 
+_DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """A torch dtype from itself or a name such as "fp16" / "bf16" / "float32"."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and dtype.lower() in _DTYPES:
+        return _DTYPES[dtype.lower()]
+    raise TLDError(f"dtype must be one of {sorted(_DTYPES)} or a torch.dtype, got {dtype!r}")
+
+
 def batch_slices(n: int, batch_size: int | None) -> list[slice]:
     """Consecutive slices covering range(n); `batch_size=None` means one batch."""
     if batch_size is not None and batch_size <= 0:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from tld.encoders.common import batch_slices
+from tld.encoders.common import batch_slices, resolve_dtype
 from tld.errors import TLDError
 
 TEXT_ENCODER_JSON = "text_encoder.json"
@@ -91,6 +91,18 @@ class BaseTextEncoder:
     @property
     def spec(self) -> dict[str, Any]:
         return dict(self._spec)
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The torch module holding the weights (for device / dtype moves)."""
+        raise NotImplementedError
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | str | None = None):
+        """Move/cast the weights; outputs stay float32 CPU tensors either way."""
+        self.module.to(device=device, dtype=resolve_dtype(dtype) if dtype is not None else None)
+        if device is not None:
+            self.device = torch.device(device)
+        return self
 
     def _encode_batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> pooled (n, D), tokens (n, max_tokens, D_tok), mask (n, max_tokens) on any device."""
@@ -175,9 +187,14 @@ def _spec_from_folder(folder: Path) -> dict[str, Any]:
 
 
 def load_text_encoder(
-    spec_or_folder: dict[str, Any] | str | os.PathLike | None = None, device: str | torch.device = "cpu"
+    spec_or_folder: dict[str, Any] | str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str | None = None,
 ) -> BaseTextEncoder:
-    """Build a text encoder from a spec dict or a saved folder; None gives the default open_clip spec."""
+    """Build a text encoder from a spec dict or a saved folder; None gives the default open_clip spec.
+
+    `dtype` (e.g. "fp16" on a GPU) casts the weights; embeddings are returned as float32 regardless.
+    """
     if spec_or_folder is None:
         spec = dict(DEFAULT_TEXT_SPEC)
     elif isinstance(spec_or_folder, dict):
@@ -193,4 +210,5 @@ def load_text_encoder(
         raise TLDError(f"text encoder spec needs a 'backend' key ({list(BACKENDS)}), got keys {sorted(spec)}")
     if spec.get("path") is not None and not Path(str(spec["path"])).is_dir() and spec["backend"] != "hf_clip":
         raise TLDError(f"text encoder folder not found: {spec['path']}")
-    return _backend_class(spec["backend"]).from_spec(spec, torch.device(device))
+    encoder = _backend_class(spec["backend"]).from_spec(spec, torch.device(device))
+    return encoder.to(dtype=dtype) if dtype is not None else encoder

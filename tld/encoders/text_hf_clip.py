@@ -57,6 +57,10 @@ class HFClipTextEncoder(BaseTextEncoder):
             spec["path"] = str(Path(source).resolve())
         return cls(spec, model, tokenizer, device)
 
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.model
+
     def _encode_batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch = self.tokenizer(
             texts, padding="max_length", max_length=self.max_tokens, truncation=True, return_tensors="pt"

@@ -62,6 +62,10 @@ class MiniLMTextEncoder(BaseTextEncoder):
         features = prepare(texts)
         return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
 
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.model
+
     def _encode_batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         out = self.model(self._features(texts))
         pad = self.max_tokens - out["token_embeddings"].shape[1]

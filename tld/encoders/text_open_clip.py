@@ -141,6 +141,10 @@ class OpenClipTextEncoder(BaseTextEncoder):
         spec = {"backend": "open_clip", "model": None, "pretrained": None, **spec}
         return cls(spec, model_cfg, state, torch.device(device))
 
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.tower
+
     def _encode_batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ids = self.tokenizer(texts, context_length=self.max_tokens).to(self.device)
         pooled, tokens = self.tower(ids)

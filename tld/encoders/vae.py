@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from tld.encoders.common import batch_slices, first_line, looks_local, resolve_device
+from tld.encoders.common import batch_slices, first_line, looks_local, resolve_device, resolve_dtype
 from tld.errors import TLDError
 
 DEFAULT_VAE = "madebyollin/sdxl-vae-fp16-fix"
@@ -42,7 +42,7 @@ class VAE:
         path_or_id: str | os.PathLike = DEFAULT_VAE,
         latent_scale: float | None = None,
         device: str | torch.device | None = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | str = torch.float32,
         subfolder: str | None = None,
     ) -> VAE:
         """Load from a hub id or a local folder (a plain diffusers folder or one we saved).
@@ -61,7 +61,9 @@ class VAE:
         if latent_scale is None and recorded.is_file():
             latent_scale = json.loads(recorded.read_text()).get("latent_scale")
         try:
-            model = AutoencoderKL.from_pretrained(source, subfolder=subfolder, torch_dtype=dtype)
+            model = AutoencoderKL.from_pretrained(
+                source, subfolder=subfolder, torch_dtype=resolve_dtype(dtype)
+            )
         except (OSError, ValueError) as e:
             raise TLDError(
                 f"cannot load VAE {source!r} (expected a diffusers AutoencoderKL folder "
@@ -112,8 +114,8 @@ class VAE:
             raise TLDError(f"image size must be divisible by {f} for this VAE, got {height}x{width}")
         return (self.latent_channels, height // f, width // f)
 
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> VAE:
-        self.model.to(device=device, dtype=dtype)
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | str | None = None) -> VAE:
+        self.model.to(device=device, dtype=resolve_dtype(dtype) if dtype is not None else None)
         return self
 
     # ---- encode / decode --------------------------------------------------------------------------
@@ -132,6 +134,8 @@ class VAE:
         posterior with `generator` (which must live on the VAE's device).
         """
         self._check_images(images)
+        if len(images) == 0:
+            return images.new_zeros((0, *self.latent_shape(*images.shape[2:])), dtype=torch.float32)
         out = []
         for part in tqdm(batch_slices(len(images), batch_size), desc="vae encode", disable=not progress):
             x = images[part].to(self.device, self.dtype)
@@ -146,6 +150,9 @@ class VAE:
     ) -> torch.Tensor:
         """Scaled latents (B, C, h, w) -> float32 images in [-1, 1] on the input's device."""
         self._check_latents(latents)
+        if len(latents) == 0:
+            f = self.downsample_factor
+            return latents.new_zeros((0, 3, latents.shape[2] * f, latents.shape[3] * f), dtype=torch.float32)
         out = []
         for part in tqdm(batch_slices(len(latents), batch_size), desc="vae decode", disable=not progress):
             z = latents[part].to(self.device, self.dtype) * self.latent_scale
@@ -161,6 +168,8 @@ class VAE:
         if not images.is_floating_point():
             raise TLDError(f"VAE.encode expects float images in [-1, 1], got dtype {images.dtype}")
         self.latent_shape(images.shape[2], images.shape[3])
+        if not bool(torch.isfinite(images).all()):
+            raise TLDError("VAE.encode got NaN or infinite pixel values")
         if images.numel():
             lo, hi = float(images.min()), float(images.max())
             if lo < -1 - _RANGE_TOLERANCE or hi > 1 + _RANGE_TOLERANCE:
