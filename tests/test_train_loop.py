@@ -160,3 +160,20 @@ def test_loss_falls_and_ema_samples_reach_the_data(tmp_path):
     untrained = sample_error(Denoiser(net.config).state_dict())
     trained = sample_error(saved["ema"])
     assert trained < 0.2 * untrained, (trained, untrained)
+
+
+def test_edm_parameterization_is_selectable(tmp_path):
+    cfg = tiny_config(
+        tmp_path,
+        "run",
+        "steps=80",
+        "batch_size=16",
+        "optim.warmup_steps=10",
+        "checkpoint_every=80",
+        "diffusion.parameterization={name: edm, sigma_data: 0.5}",
+        "diffusion.density={name: lognormal}",
+    )
+    result = train(cfg)
+    assert np.mean(result.losses[-10:]) < 0.75 * np.mean(result.losses[:10])
+    state = ckpt.read_state(result.last_checkpoint)
+    assert state["compat"]["parameterization"] == {"name": "edm", "sigma_data": 0.5}
