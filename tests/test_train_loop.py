@@ -177,3 +177,26 @@ def test_edm_parameterization_is_selectable(tmp_path):
     assert np.mean(result.losses[-10:]) < 0.75 * np.mean(result.losses[:10])
     state = ckpt.read_state(result.last_checkpoint)
     assert state["compat"]["parameterization"] == {"name": "edm", "sigma_data": 0.5}
+
+
+@pytest.mark.parametrize("kind", ["tokens", "class", "learned_null"])
+def test_other_conditions_train(tmp_path, kind):
+    write_dataset(tmp_path / "data", n=32, tokens=5 if kind == "tokens" else 0, labels=kind == "class")
+    extra = {"tokens": [], "class": ["data.condition=class"], "learned_null": ["model.learned_null=true"]}[
+        kind
+    ]
+    cfg = tiny_config(
+        tmp_path,
+        "run",
+        "steps=40",
+        "batch_size=16",
+        "checkpoint_every=40",
+        "sample.every=40",
+        "sample.steps=2",
+        *extra,
+    )
+    result = train(cfg)
+    assert np.mean(result.losses[-5:]) < 0.5 * np.mean(result.losses[:5])
+    model = ckpt.read_state(result.last_checkpoint)["compat"]["model"]
+    assert (model["num_classes"], model["text_dim"]) == ((4, 0) if kind == "class" else (0, 16))
+    assert (tmp_path / "run" / "samples" / "step_0000040.png").is_file()
