@@ -1,0 +1,13 @@
+"""The offline stage: captioned images -> webdataset shards -> frozen encoders -> latent dataset.
+
+    tables.py    read URL/caption tables (csv, tsv, parquet, jsonl), check columns
+    download.py  URL tables -> shards with img2dataset, with a success/failure summary
+    folder.py    a local folder of captioned images -> shards
+    emoji.py     the bundled OpenMoji emoji (CC BY-SA 4.0) -> shards
+    shards.py    the shard format shared by every source and by encode
+    encode.py    shards -> per-shard work files (resumable, accelerate-aware)
+    merge.py     work files -> the memory-mappable dataset of tld.latent_format
+
+May import tld.encoders and tld.latent_format only (see docs/internals.md). Heavy dependencies
+(img2dataset, encoders) are imported inside the functions that need them.
+"""

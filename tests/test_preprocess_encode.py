@@ -197,3 +197,25 @@ def test_bad_settings(shards, cfg, tmp_path):
     with pytest.raises(TLDError, match="text encoder must be one of"):
         encode(shards, tmp_path / "ds", cfg)
     assert json.dumps(EncodeConfig().to_dict())
+
+
+def test_per_token_text_embeddings(shards, cfg, tmp_path, tiny_clip_dir):
+    cfg.text_tokens = True
+    meta = encode(shards, tmp_path / "ds", cfg)
+    ds = open_latent_dataset(tmp_path / "ds")
+    assert ds.text_emb.shape == (24, 16, 32) and ds.text_mask.shape == (24, 16)
+    assert (meta.text_tokens, meta.text_dim) == (16, 32)
+    caption = pd.read_parquet(tmp_path / "ds" / "captions.parquet")["caption"][5]
+    ref = load_text_encoder(tiny_clip_dir).encode([caption], tokens=True)
+    np.testing.assert_array_equal(ds.text_mask[5], ref.mask[0].numpy())
+    np.testing.assert_allclose(ds.text_emb[5].astype(np.float32), ref.tokens[0].numpy(), atol=3e-3, rtol=3e-3)
+
+
+def test_minilm_text_encoder_works_offline(shards, cfg, tmp_path):
+    cfg.text_encoder = "minilm"
+    meta = encode(shards, tmp_path / "ds", cfg)
+    ds = open_latent_dataset(tmp_path / "ds")
+    assert ds.text_emb.shape == (24, 384) and meta.text_encoder["backend"] == "minilm"
+    emb = ds.text_emb[:].astype(np.float32)
+    # Different captions give different sentence embeddings.
+    assert np.abs(emb[0] - emb[1]).max() > 1e-2
