@@ -103,7 +103,11 @@ def train(config: TrainConfig | dict | str) -> TrainResult:
     out_dir = Path(config.output_dir)
     trackers = [] if config.tracker == "none" else [config.tracker]
     acc = Accelerator(
-        mixed_precision=config.mixed_precision, log_with=trackers or None, project_dir=str(out_dir)
+        mixed_precision=config.mixed_precision,
+        log_with=trackers or None,
+        project_dir=str(out_dir),
+        # Without cpu=True accelerate ignores torchrun's WORLD_SIZE on machines without a GPU.
+        cpu=not torch.cuda.is_available(),
     )
     data = LatentDataset(config.data.path, config.data.condition, config.data.text)
     _seed_everything(config.seed)
@@ -203,16 +207,17 @@ def train(config: TrainConfig | dict | str) -> TrainResult:
         if config.sample.every and step % config.sample.every == 0:
             _log_samples(acc, config, ema, acc.unwrap_model(net), param, data, step, trackers)
         if step % config.checkpoint_every == 0 or step == config.steps:
-            last_ckpt = _save(acc, config, net, ema, opt, sched, step, compat, data) or last_ckpt
+            last_ckpt = _save(acc, config, net, ema, opt, sched, step, compat, data)
     bar.close()
     acc.end_training()
     return TrainResult(step, losses, out_dir, last_ckpt)
 
 
-def _save(acc, config, net, ema, opt, sched, step, compat, data) -> Path | None:
+def _save(acc, config, net, ema, opt, sched, step, compat, data) -> Path:
     acc.wait_for_everyone()
     if not acc.is_main_process:
-        return None
+        acc.wait_for_everyone()  # the main process writes; afterwards the folder exists for all
+        return Path(config.output_dir) / "checkpoints" / f"step_{step}"
     meta = data.arrays.meta
     state = {
         "config": config.to_dict(),
@@ -225,7 +230,7 @@ def _save(acc, config, net, ema, opt, sched, step, compat, data) -> Path | None:
             "path": str(data.arrays.folder),
         },
     }
-    return ckpt.save_checkpoint(
+    path = ckpt.save_checkpoint(
         Path(config.output_dir) / "checkpoints",
         step,
         model_state=acc.unwrap_model(net).state_dict(),
@@ -236,6 +241,8 @@ def _save(acc, config, net, ema, opt, sched, step, compat, data) -> Path | None:
         state=state,
         keep_last=config.keep_last,
     )
+    acc.wait_for_everyone()
+    return path
 
 
 def _log_samples(acc, config, ema, net, param, data, step, trackers) -> None:
