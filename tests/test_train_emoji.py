@@ -73,3 +73,9 @@ def test_emoji_shards_encode_train_export(tmp_path, tiny_vae_dir):
     assert config["vae"] == "vae" and config["text_encoder"]["backend"] == "minilm"
     assert config["denoiser"]["text_dim"] == 384
     assert Denoiser.from_pretrained(tmp_path / "model").config.latent_size == (8, 8)
+
+    from tld.pipeline import TLDPipeline
+
+    pipe = TLDPipeline.from_pretrained(tmp_path / "model")
+    images = list(pipe("grinning face", cfg=2.0, steps=2, seed=0, progress=False))
+    assert len(images) == 1 and images[0].size == (16, 16)
