@@ -129,6 +129,8 @@ class Job:
                 info[name] = getattr(s, name)
         if s.schedule_opts:
             info["schedule_opts"] = s.schedule_opts
+        if self.sampler_opts:
+            info["sampler_opts"] = self.sampler_opts
         if self.class_labels is not None:
             info["class_labels"] = self.class_labels
         if self.negatives:

@@ -77,9 +77,9 @@ class TLDPipeline(ImageEditing):
         self.vae = vae
         self.text_encoder = text_encoder
         self.param = _as_parameterization(parameterization)
-        self.sampling = (
-            sampling if isinstance(sampling, SamplingDefaults) else SamplingDefaults.from_dict(sampling or {})
-        )
+        # A copy, so changing one pipeline's defaults never touches another's (or ORIGINAL_SAMPLING).
+        given = sampling.to_dict() if isinstance(sampling, SamplingDefaults) else sampling or {}
+        self.sampling = SamplingDefaults.from_dict(given)
         self.text_tokens = bool(text_tokens)
         self._check_components()
         self.to(device, dtype)
