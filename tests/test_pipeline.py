@@ -234,3 +234,25 @@ def test_class_conditional_model_without_text_encoder(tiny_vae_dir, tmp_path):
         pipe("boot", class_labels=5, **FAST)
     with pytest.raises(TLDError, match="no text encoder was given"):
         TLDPipeline(tiny_denoiser(), VAE.from_pretrained(tiny_vae_dir), None)
+
+
+def test_per_token_text_conditioning(tiny_vae_dir, tiny_clip_dir):
+    text = load_text_encoder(tiny_clip_dir)
+    net = tiny_denoiser(text_dim=text.token_dim)
+    pipe = TLDPipeline(net, VAE.from_pretrained(tiny_vae_dir), text, text_tokens=True, device="cpu")
+    batch = pipe(["a cute owl", "a red car in the rain"], seed=3, negative_prompt="blurry", **FAST)
+    alone = pipe("a red car in the rain", seed=4, negative_prompt="blurry", **FAST)
+    torch.testing.assert_close(alone.latents[0], batch.latents[1], rtol=1e-4, atol=1e-4)
+    assert (batch.latents[0] - batch.latents[1]).abs().mean() > 0.05
+    with pytest.raises(TLDError, match="gives 24-d pooled embeddings"):
+        TLDPipeline(net, VAE.from_pretrained(tiny_vae_dir), text, text_tokens=False)
+
+
+def test_other_parameterizations_round_trip_and_pick_karras(tiny_vae_dir, tiny_clip_dir, tmp_path):
+    vae, text = VAE.from_pretrained(tiny_vae_dir), load_text_encoder(tiny_clip_dir)
+    pipe = TLDPipeline(tiny_denoiser(), vae, text, {"name": "edm", "sigma_data": 1.0}, device="cpu")
+    out = pipe("a cute owl", seed=1, **FAST)
+    assert out.settings["schedule"] == "karras" and torch.isfinite(out.latents).all()
+    again = TLDPipeline.from_pretrained(pipe.save_pretrained(tmp_path / "edm"), device="cpu")
+    assert again.param.to_dict() == {"name": "edm", "sigma_data": 1.0, "min_sigma": 0.002, "max_sigma": 80.0}
+    torch.testing.assert_close(again("a cute owl", seed=1, **FAST).latents, out.latents, rtol=0, atol=0)
