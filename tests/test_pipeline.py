@@ -61,6 +61,16 @@ def test_every_sampler_runs_and_denoises(pipe, sampler):
     assert out.latents.abs().max() < 20
 
 
+def test_sampler_opts_reach_the_sampler(pipe):
+    # Euler ancestral with eta 0 adds no noise: it is plain Euler.
+    quiet = pipe("a cute owl", seed=1, sampler="euler_ancestral", sampler_opts={"eta": 0.0}, **FAST)
+    euler = pipe("a cute owl", seed=1, sampler="euler", **FAST)
+    noisy = pipe("a cute owl", seed=1, sampler="euler_ancestral", **FAST)
+    torch.testing.assert_close(quiet.latents, euler.latents, rtol=1e-5, atol=1e-5)
+    assert (noisy.latents - euler.latents).abs().mean() > 0.01
+    assert quiet.settings["sampler_opts"] == {"eta": 0.0}
+
+
 def test_cfg_one_equals_the_unguided_conditional_denoiser(pipe):
     out = pipe("a cute owl", seed=2, cfg=1.0, steps=1, progress=False, output_type="latent")
     # With one tld step the result is the network's x0 at sigma_max from the seeded noise.
@@ -186,6 +196,10 @@ def test_from_original_reproduces_the_original_sampler(tiny_vae_dir, tiny_clip_d
         (dict(prompt="owl", seed=[1, 2]), "one integer seed per image (1)"),
         (dict(prompt="owl", output_type="jpg"), "output_type must be one of"),
         (dict(prompt="owl", sharpness=1), "unknown sampling settings ['sharpness']"),
+        (
+            dict(prompt="owl", sampler="heun", sampler_opts={"eta": 1}),
+            "sampler 'heun' has no option(s) ['eta']",
+        ),
         (dict(prompt=["a", "b"], negative_prompt=["x", "y", "z"]), "expected 1 or 2 negative prompts"),
     ],
 )

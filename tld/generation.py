@@ -190,8 +190,9 @@ def make_job(
                 f"expected 1 or {len(prompts)} integer class labels (one per prompt), got {class_labels!r}"
             )
         labels = [c for c in labels * (len(prompts) // len(labels)) for _ in range(num_images)]
-    job = Job(rows, negatives, seeds, settings, dict(sampler_opts or {}), output_type, bool(progress), labels)
-    return job
+    return Job(
+        rows, negatives, seeds, settings, dict(sampler_opts or {}), output_type, bool(progress), labels
+    )
 
 
 def resolve_seeds(seed: int | Sequence[int] | None, count: int) -> list[int]:
@@ -270,17 +271,16 @@ def run_sampler(
     if len(sigmas) < 2:  # nothing to sample (img2img at strength 0)
         return x
     fn = get_sampler(job.settings.sampler)
+    accepted = inspect.signature(fn).parameters
+    fixed = {"model", "x", "sigmas", "extra_args", "callback", "disable", "noise_sampler"}
+    unknown = sorted(set(job.sampler_opts) - (set(accepted) - fixed))
+    if unknown:
+        options = sorted(set(accepted) - fixed) or "none"
+        raise TLDError(f"sampler {job.settings.sampler!r} has no option(s) {unknown}; it takes: {options}")
     kwargs = dict(job.sampler_opts)
-    if "noise_sampler" in inspect.signature(fn).parameters:
-        kwargs.setdefault("noise_sampler", seeded_noise_sampler(x, generators))
-    try:
-        return fn(model, x, sigmas, extra_args=extra_args, disable=not progress, **kwargs)
-    except TypeError as exc:
-        if job.sampler_opts and "argument" in str(exc):
-            raise TLDError(
-                f"sampler {job.settings.sampler!r} does not take options {sorted(job.sampler_opts)}"
-            ) from None
-        raise
+    if "noise_sampler" in accepted:
+        kwargs["noise_sampler"] = seeded_noise_sampler(x, generators)
+    return fn(model, x, sigmas, extra_args=extra_args, disable=not progress, **kwargs)
 
 
 def nudge(latents: torch.Tensor, settings: SamplingDefaults) -> torch.Tensor:
