@@ -170,7 +170,9 @@ def test_save_and_load_pretrained(tmp_path):
         Denoiser.from_pretrained(tmp_path / "nowhere")
 
 
-@pytest.mark.parametrize("changes", [{}, {"num_classes": 3, "extra_cond_dim": 2, "latent_size": (8, 12)}])
+@pytest.mark.parametrize(
+    "changes", [{}, {"num_classes": 3, "extra_cond_dim": 2, "latent_size": (8, 12), "patch_dim": 20}]
+)
 def test_analytic_flops_match_torch_flop_counter(changes):
     cfg = TINY.replace(**changes)
     net = Denoiser(cfg).eval()

@@ -53,6 +53,8 @@ class DenoiserConfig:
         for name in ("in_channels", "out_channels", "patch_size", "embed_dim", "depth", "mlp_ratio"):
             if getattr(self, name) < 1:
                 raise TLDError(f"DenoiserConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.patch_dim is not None and self.patch_dim < 1:
+            raise TLDError(f"DenoiserConfig.patch_dim must be >= 1 or None, got {self.patch_dim}")
         if self.noise_embed_dim < 2 or self.noise_embed_dim % 2:
             raise TLDError(f"noise_embed_dim must be an even number >= 2, got {self.noise_embed_dim}")
         for name in ("text_dim", "num_classes", "extra_cond_dim"):
