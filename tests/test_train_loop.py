@@ -144,7 +144,14 @@ def test_loss_falls_and_ema_samples_reach_the_data(tmp_path):
         "step_0000150.png",
         "step_0000300.png",
     ]
-    assert list((tmp_path / "run").rglob("events.out.tfevents*"))  # TensorBoard got the scalars
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tld"))
+    events.Reload()
+    logged = {e.step: e.value for e in events.Scalars("loss")}
+    assert sorted(logged) == [50, 100, 150, 200, 250, 300]
+    assert logged[300] == pytest.approx(np.mean(result.losses[250:]), rel=1e-5)
+    assert events.Tags()["images"] == ["samples"]
 
     saved = ckpt.load_checkpoint(result.last_checkpoint)
     net = Denoiser(DenoiserConfig.from_dict(saved["state"]["compat"]["model"])).eval()

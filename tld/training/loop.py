@@ -166,6 +166,7 @@ def train(config: TrainConfig | dict | str) -> TrainResult:
         total=config.steps, initial=step, disable=not (config.progress and acc.is_main_process), desc="train"
     )
     t0, step0 = time.perf_counter(), step
+    log_time, log_step = t0, step
     it = iter(loader)  # draws a base seed from the global RNG, so it comes before the restore
     if resume_from is not None:
         ckpt.restore_rng(saved["rng"])
@@ -200,10 +201,13 @@ def train(config: TrainConfig | dict | str) -> TrainResult:
         bar.update(1)
         bar.set_postfix(loss=f"{value:.4f}", its=f"{rate:.2f}", img_s=f"{rate * images_per_step:.1f}")
         if trackers and (step % config.log_every == 0 or step == config.steps):
-            acc.log(
-                {"loss": value, "lr": sched.get_last_lr()[0], "images_per_s": rate * images_per_step},
-                step=step,
-            )
+            # Means over the interval since the last log: far less noisy than the last step alone.
+            window = losses[-(step - log_step) :]
+            now = time.perf_counter()
+            logs = {"loss": sum(window) / len(window), "lr": sched.get_last_lr()[0]}
+            logs["images_per_s"] = len(window) * images_per_step / max(now - log_time, 1e-9)
+            acc.log(logs, step=step)
+            log_step, log_time = step, now
         if config.sample.every and step % config.sample.every == 0:
             _log_samples(acc, config, ema, acc.unwrap_model(net), param, data, step, trackers)
         if step % config.checkpoint_every == 0 or step == config.steps:
