@@ -8,6 +8,7 @@ from train_fixtures import write_dataset
 from tld.data import LatentDataset
 from tld.errors import TLDError
 from tld.model import Denoiser, DenoiserConfig
+from tld.training.checkpoint import read_state
 from tld.training.config import load_config
 from tld.training.inpaint import grow_input_channels
 from tld.training.loop import train
@@ -80,3 +81,29 @@ def test_init_from_with_wrong_latent_channels(tmp_path):
     cfg = load_config(None, [f"data.path={data}", f"init_from={folder}", "tracker=none"])
     with pytest.raises(TLDError, match=r"does not match the dataset: in_channels=4 \(data needs 3\)"):
         build_model(cfg, LatentDataset(data))
+
+
+def test_finetune_from_an_original_tld_checkpoint(tmp_path):
+    from test_convert import _original  # the original network, rebuilt in the converter's tests
+
+    original = _original(embed=64, layers=2, image=8, text=16)
+    path = tmp_path / "state_dict.pth"
+    torch.save(original.state_dict(), path)
+    data = write_dataset(tmp_path / "data", n=32)
+    overrides = [
+        f"data.path={data}",
+        f"init_from={path}",
+        f"output_dir={tmp_path / 'run'}",
+        "steps=40",
+        "batch_size=16",
+        "optim.lr=1e-3",
+        "optim.warmup_steps=5",
+        "sample.every=0",
+        "tracker=none",
+        "progress=false",
+        "checkpoint_every=40",
+    ]
+    result = train(load_config(None, overrides))
+    assert np.mean(result.losses[-5:]) < 0.5 * np.mean(result.losses[:5])
+    model = read_state(result.last_checkpoint)["compat"]["model"]
+    assert model["norm_position"] == "post" and model["embed_dim"] == 64
