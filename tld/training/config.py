@@ -24,6 +24,7 @@ class DataConfig:
     text: str = "auto"  # "auto" | "pooled" | "tokens": which text embedding the model sees
     flip: bool = False  # random horizontal flips of the latents
     num_workers: int = 0
+    check_finite: bool = True  # scan latents/embeddings for NaN/Inf at start (chunked, memmap-friendly)
 
 
 @dataclass

@@ -39,6 +39,11 @@ class EMA:
             else:
                 shadow.copy_(value)
 
+    def to(self, device: torch.device | str) -> EMA:
+        """Keep the average next to the weights: a per-step device-to-host copy would dominate a GPU step."""
+        self.shadow = {k: v.to(device) for k, v in self.shadow.items()}
+        return self
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.shadow
 

@@ -109,7 +109,7 @@ def train(config: TrainConfig | dict | str) -> TrainResult:
         # Without cpu=True accelerate ignores torchrun's WORLD_SIZE on machines without a GPU.
         cpu=not torch.cuda.is_available(),
     )
-    data = LatentDataset(config.data.path, config.data.condition, config.data.text)
+    data = LatentDataset(config.data.path, config.data.condition, config.data.text, config.data.check_finite)
     _seed_everything(config.seed)
     net = build_model(config, data)
     model_cfg = net.config.to_dict()
@@ -139,6 +139,7 @@ def train(config: TrainConfig | dict | str) -> TrainResult:
     else:
         _seed_everything(derive_seed(config.seed, acc.process_index))
     net, opt = acc.prepare(net, opt)
+    ema.to(acc.device)
     train_net = torch.compile(net) if config.compile else net
 
     if acc.is_main_process:
