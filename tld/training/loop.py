@@ -261,6 +261,8 @@ def _log_samples(acc, config, ema, net, param, data, step, trackers) -> None:
     path = save_grid(grid, Path(config.output_dir) / "samples" / f"step_{step:07d}.png")
     if "tensorboard" in trackers:
         acc.get_tracker("tensorboard").log_images({"samples": grid[None]}, step=step, dataformats="NHWC")
+    if "wandb" in trackers:
+        acc.get_tracker("wandb").log_images({"samples": [grid]}, step=step)
     if config.progress:
         tqdm.write(f"step {step}: samples -> {path}")
 
