@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from PIL import Image, PngImagePlugin
 
+from tld.encoders.common import DTYPES
+from tld.encoders.common import resolve_device as encoder_device
 from tld.errors import TLDError
 
 CONFIG_NAME = "config.json"
@@ -26,22 +28,13 @@ FORMAT_VERSION = 1
 # image viewers and web UIs already show.
 PNG_KEY = "tld"
 
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-}
-
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None picks CUDA when available (the encoders' own default is the CPU); a bad name is a TLDError."""
     if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        return torch.device(device)
+        return encoder_device(device)
     except (RuntimeError, TypeError) as exc:
         raise TLDError(f"expected a device like 'cpu', 'cuda' or 'cuda:1', got {device!r}") from exc
 
@@ -51,13 +44,13 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     if dtype is None:
         return torch.float16 if device.type == "cuda" else torch.float32
     if isinstance(dtype, torch.dtype):
-        if dtype not in _DTYPES.values():
+        if dtype not in DTYPES.values():
             raise TLDError(f"expected float32, float16 or bfloat16, got {dtype}")
         return dtype
     key = str(dtype).lower().removeprefix("torch.")
-    if key not in _DTYPES:
-        raise TLDError(f"expected a dtype among {sorted(_DTYPES)}, got {dtype!r}")
-    return _DTYPES[key]
+    if key not in DTYPES:
+        raise TLDError(f"expected a dtype among {sorted(DTYPES)}, got {dtype!r}")
+    return DTYPES[key]
 
 
 # ---------------------------------------------------------------------------------------------

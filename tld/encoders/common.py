@@ -13,7 +13,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device) if device is not None else torch.device("cpu")
 
 
-_DTYPES = {
+# The one table of dtype names; tld.pipeline_io resolves its dtypes with it too.
+DTYPES = {
     "fp32": torch.float32,
     "float32": torch.float32,
     "fp16": torch.float16,
@@ -28,9 +29,9 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     """A torch dtype from itself or a name such as "fp16" / "bf16" / "float32"."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    if isinstance(dtype, str) and dtype.lower() in _DTYPES:
-        return _DTYPES[dtype.lower()]
-    raise TLDError(f"dtype must be one of {sorted(_DTYPES)} or a torch.dtype, got {dtype!r}")
+    if isinstance(dtype, str) and dtype.lower() in DTYPES:
+        return DTYPES[dtype.lower()]
+    raise TLDError(f"dtype must be one of {sorted(DTYPES)} or a torch.dtype, got {dtype!r}")
 
 
 def batch_slices(n: int, batch_size: int | None) -> list[slice]:
