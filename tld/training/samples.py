@@ -56,11 +56,11 @@ def sample_latents(
 ) -> torch.Tensor:
     """Sample n latents with CFG from fixed per-row seeds (row k uses seed + k)."""
     from tld.diffusion import CFGDenoiser, get_sampler
-    from tld.diffusion.noise import randn_like_seeded, seeded_noise_sampler
+    from tld.diffusion.noise import make_generators, randn_like_seeded, seeded_noise_sampler
     from tld.diffusion.schedules import get_sigmas
 
     s = config.sample
-    gens = [torch.Generator().manual_seed(s.seed + k) for k in range(n)]
+    gens = make_generators(range(s.seed, s.seed + n))
     x = randn_like_seeded(torch.empty(n, *shape), gens).to(device)
     sigmas = get_sigmas(s.schedule, s.steps, param, device=device)
     x = x * sigmas[0]
