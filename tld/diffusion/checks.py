@@ -17,6 +17,14 @@ def check_choice(name: str, valid: Iterable[str], what: str) -> str:
     return name
 
 
+def check_options(options: Iterable[str], valid: Iterable[str], what: str) -> None:
+    """Raise naming the options that are not in ``valid``, and every valid one (in ``valid``'s order)."""
+    valid = list(valid)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise TLDError(f"unknown option(s) {unknown} for {what}; expected: {', '.join(valid)}")
+
+
 def check_nonnegative(value: float, what: str) -> None:
     if value < 0:
         raise TLDError(f"{what} must be >= 0, got {value}")

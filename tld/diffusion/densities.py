@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from tld.diffusion.checks import check_choice, check_sigma_range
+from tld.diffusion.checks import check_choice, check_options, check_sigma_range
 from tld.errors import TLDError
 
 # t = 1 would be sigma = inf and t = 0 makes eps targets undefined; Beta/uniform draws are kept inside.
@@ -152,7 +152,5 @@ def get_density(name: str, **kwargs: Any) -> Density:
     if name == "discrete" and "param" in kwargs:
         kwargs["sigmas"] = kwargs.pop("param").sigmas.tolist()
     valid = list(cls.__dataclass_fields__)
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
-        raise TLDError(f"unknown option(s) {unknown} for density {name!r}; expected: {', '.join(valid)}")
+    check_options(kwargs, valid, f"density {name!r}")
     return cls(**kwargs)

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from tld.diffusion.checks import check_choice
+from tld.diffusion.checks import check_choice, check_options
 from tld.diffusion.discrete import BETA_SCHEDULES, DiscreteSchedule, make_betas
 from tld.errors import TLDError
 
@@ -289,11 +289,7 @@ def get_parameterization(name: str, **kwargs: Any) -> Parameterization:
     """Build a parameterization by name; ``get_parameterization(**param.to_dict())`` round-trips."""
     cls = PARAMETERIZATIONS[check_choice(name, PARAMETERIZATIONS, "parameterization")]
     valid = [f for f in cls.__dataclass_fields__ if cls.__dataclass_fields__[f].init]
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
-        raise TLDError(
-            f"unknown option(s) {unknown} for parameterization {name!r}; expected: {', '.join(valid)}"
-        )
+    check_options(kwargs, valid, f"parameterization {name!r}")
     return cls(**kwargs)
 
 
