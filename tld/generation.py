@@ -21,7 +21,7 @@ from torch import nn
 from tld.diffusion import CFGDenoiser, DynamicThreshold, get_sampler, get_sigmas
 from tld.diffusion.noise import make_generators, randn_like_seeded, seeded_noise_sampler
 from tld.encoders.images import tensor_to_pil
-from tld.errors import TLDError
+from tld.errors import TLDError, check_keys
 
 OUTPUT_TYPES = ("pil", "np", "latent")
 
@@ -56,10 +56,11 @@ class SamplingDefaults:
     def from_dict(cls, d: dict[str, Any]) -> SamplingDefaults:
         if not isinstance(d, dict):
             raise TLDError(f"sampling settings must be a JSON object, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise TLDError(f"unknown sampling settings {unknown}; expected a subset of {sorted(known)}")
+        check_keys(
+            d,
+            (f.name for f in fields(cls)),
+            "unknown sampling settings {unknown}; expected a subset of {known}",
+        )
         return cls(**d)
 
     def updated(self, **changes: Any) -> SamplingDefaults:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tld.errors import TLDError
+from tld.errors import TLDError, check_keys
 
 LATENTS = "latents.npy"
 TEXT_EMB = "text_emb.npy"
@@ -64,10 +64,9 @@ class DatasetMeta:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DatasetMeta:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise TLDError(f"meta.json has unknown keys {unknown}; known keys are {sorted(known)}")
+        check_keys(
+            d, (f.name for f in fields(cls)), "meta.json has unknown keys {unknown}; known keys are {known}"
+        )
         if d.get("format", FORMAT_NAME) != FORMAT_NAME:
             raise TLDError(f"meta.json format is {d.get('format')!r}, expected {FORMAT_NAME!r}")
         return cls(**d)
@@ -84,7 +83,9 @@ def write_meta(folder: str | os.PathLike, meta: DatasetMeta) -> None:
 def read_meta(folder: str | os.PathLike) -> DatasetMeta:
     path = Path(folder) / META
     if not path.is_file():
-        raise TLDError(f"{path} not found: {folder} is not a tld latent dataset (run `tld preprocess encode`)")
+        raise TLDError(
+            f"{path} not found: {folder} is not a tld latent dataset (run `tld preprocess encode`)"
+        )
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -173,13 +174,17 @@ def open_latent_dataset(folder: str | os.PathLike, mmap: bool = True) -> LatentA
     if text_emb.ndim == 3 and (root / TEXT_MASK).is_file():
         text_mask = _load_array(root / TEXT_MASK, mmap)
         if text_mask.shape != text_emb.shape[:2]:
-            raise TLDError(f"text_mask.npy shape {text_mask.shape} does not match text_emb {text_emb.shape[:2]}")
+            raise TLDError(
+                f"text_mask.npy shape {text_mask.shape} does not match text_emb {text_emb.shape[:2]}"
+            )
     val_emb = _load_array(root / VAL_TEXT_EMB, mmap=False) if (root / VAL_TEXT_EMB).is_file() else None
     val_prompts = None
     if (root / VAL_PROMPTS).is_file():
         val_prompts = [ln for ln in (root / VAL_PROMPTS).read_text().splitlines() if ln.strip()]
     if val_emb is not None and val_prompts is not None and len(val_prompts) != val_emb.shape[0]:
-        raise TLDError(f"{VAL_PROMPTS} has {len(val_prompts)} prompts but {VAL_TEXT_EMB} has {val_emb.shape[0]} rows")
+        raise TLDError(
+            f"{VAL_PROMPTS} has {len(val_prompts)} prompts but {VAL_TEXT_EMB} has {val_emb.shape[0]} rows"
+        )
     return LatentArrays(root, meta, latents, text_emb, text_mask, val_emb, val_prompts)
 
 

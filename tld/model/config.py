@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from tld.errors import TLDError
+from tld.errors import TLDError, check_keys
 
 NORM_POSITIONS = ("pre", "post")
 # "split": head k owns channels [k*d, (k+1)*d). "interleaved": head k owns channels k, k+h, k+2h, ...
@@ -98,10 +98,11 @@ class DenoiserConfig:
     def from_dict(cls, d: dict[str, Any]) -> DenoiserConfig:
         if not isinstance(d, dict):
             raise TLDError(f"a denoiser config must be a JSON object, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise TLDError(f"unknown DenoiserConfig keys {unknown}; expected a subset of {sorted(known)}")
+        check_keys(
+            d,
+            (f.name for f in fields(cls)),
+            "unknown DenoiserConfig keys {unknown}; expected a subset of {known}",
+        )
         return cls(**d)
 
     def to_json(self) -> str:

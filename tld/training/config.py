@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from tld.errors import TLDError
+from tld.errors import TLDError, check_keys
 
 
 @dataclass
@@ -129,10 +129,8 @@ def _build(cls: type, d: Any, prefix: str) -> Any:
     if not isinstance(d, dict):
         raise TLDError(f"config section {prefix or '<root>'!r} must be a mapping, got {type(d).__name__}")
     known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(d) - set(known))
-    if unknown:
-        where = f" in {prefix!r}" if prefix else ""
-        raise TLDError(f"unknown config keys {unknown}{where}; known keys are {sorted(known)}")
+    where = f" in {prefix!r}" if prefix else ""
+    check_keys(d, known, "unknown config keys {unknown}" + where + "; known keys are {known}")
     kwargs = {}
     for name, value in d.items():
         default = getattr(cls(), name) if name in known else None
