@@ -21,6 +21,7 @@ from PIL import Image
 
 from tld.encoders.images import to_rgb
 from tld.errors import TLDError
+from tld.latent_format import write_json_atomic
 
 SOURCE_INFO = "tld-source.meta"
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -36,10 +37,7 @@ class Sample:
 
 
 def write_source_info(folder: str | os.PathLike, info: dict[str, Any]) -> None:
-    path = Path(folder) / SOURCE_INFO
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(Path(folder) / SOURCE_INFO, info)
 
 
 def read_source_info(folder: str | os.PathLike) -> dict[str, Any]:

@@ -72,12 +72,17 @@ class DatasetMeta:
         return cls(**d)
 
 
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write `data` as indented JSON to `<path>.tmp`, then rename it over `path`: never half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
 def write_meta(folder: str | os.PathLike, meta: DatasetMeta) -> None:
     """Write meta.json atomically (temp file + rename)."""
-    path = Path(folder) / META
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(Path(folder) / META, meta.to_dict())
 
 
 def read_meta(folder: str | os.PathLike) -> DatasetMeta:
