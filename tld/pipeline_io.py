@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from PIL import Image, PngImagePlugin
 
-from tld.encoders.common import DTYPES
+from tld.encoders.common import DTYPES, first_line
 from tld.encoders.common import resolve_device as encoder_device
 from tld.errors import TLDError
 
@@ -70,9 +70,8 @@ def local_model_folder(path_or_repo_id: str | os.PathLike, revision: str | None 
     try:
         return Path(snapshot_download(ref, revision=revision))
     except Exception as exc:  # noqa: BLE001 - offline, missing repo, auth: all mean "cannot get it"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TLDError(
-            f"model folder not found locally and could not download hub repo {ref!r}: {first}"
+            f"model folder not found locally and could not download hub repo {ref!r}: {first_line(exc)}"
         ) from None
 
 
