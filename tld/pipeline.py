@@ -109,12 +109,13 @@ class TLDPipeline(ImageEditing):
     def to(
         self, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None
     ) -> TLDPipeline:
-        """Move the denoiser and VAE; `dtype` None = float16 on CUDA, float32 elsewhere."""
+        """Move the denoiser, VAE and text encoder; `dtype` None = float16 on CUDA, float32 elsewhere."""
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.denoiser.to(self.device, self.dtype)
-        # diffusers warns on any dtype cast, even a no-op one, so only cast when it changes something.
-        self.vae.to(self.device, self.dtype if self.vae.dtype != self.dtype else None)
+        self.vae.to(self.device, self.dtype)
+        if self.text_encoder is not None:
+            self.text_encoder.to(self.device)  # text embeddings stay float32; the encoder keeps its dtype
         return self
 
     @property

@@ -115,7 +115,9 @@ class VAE:
         return (self.latent_channels, height // f, width // f)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | str | None = None) -> VAE:
-        self.model.to(device=device, dtype=resolve_dtype(dtype) if dtype is not None else None)
+        new_dtype = resolve_dtype(dtype) if dtype is not None else None
+        # diffusers warns on any dtype cast, even a no-op one, so only cast when it changes something.
+        self.model.to(device=device, dtype=new_dtype if new_dtype != self.dtype else None)
         return self
 
     # ---- encode / decode --------------------------------------------------------------------------

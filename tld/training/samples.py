@@ -82,18 +82,19 @@ def sample_latents(
     )
 
 
-def _load_vae(spec: str | dict | None, latent_scale: float):
+def _load_vae(spec: str | dict | None, latent_scale: float, device: torch.device):
     if not spec:
         return None
     path = spec if isinstance(spec, str) else spec.get("path")
     if not path:
         return None
-    key = f"{path}@{latent_scale}"
+    key = f"{path}@{latent_scale}@{device}"
     if key not in _VAE_CACHE:
         from tld.encoders.vae import VAE
 
         try:
-            _VAE_CACHE[key] = VAE.from_pretrained(path, latent_scale=latent_scale)
+            # decode where training runs: an SDXL VAE on a CPU costs seconds per image
+            _VAE_CACHE[key] = VAE.from_pretrained(path, latent_scale=latent_scale, device=device)
         except Exception as exc:  # a hub id offline, a moved folder: samples still get saved
             warnings.warn(
                 f"cannot load VAE {path!r} for sample grids ({exc}); saving latent previews", stacklevel=2
@@ -105,7 +106,7 @@ def _load_vae(spec: str | dict | None, latent_scale: float):
 def latents_to_images(latents: torch.Tensor, vae: Any) -> torch.Tensor:
     """(B,3,H,W) in [0,1]: decoded by the VAE, or the first three latent channels, min-max scaled."""
     if vae is not None:
-        return ((vae.decode(latents.float().cpu()) + 1) / 2).clamp(0, 1)
+        return ((vae.decode(latents.float().to(vae.device)).cpu() + 1) / 2).clamp(0, 1)
     x = latents.float().cpu()
     x = x[:, :3] if x.shape[1] >= 3 else x[:, :1].expand(-1, 3, -1, -1)
     lo = x.amin(dim=(1, 2, 3), keepdim=True)
@@ -121,7 +122,7 @@ def sample_grid(net: nn.Module, ema: EMA, param: Any, data: LatentDataset, confi
     cond, n = validation_condition(data, config.sample.num)
     latents = sample_latents(model, param, cond, n, data.latent_shape, config, device)
     meta = data.arrays.meta
-    vae = _load_vae(config.sample.vae or meta.vae, float(meta.latent_scale))
+    vae = _load_vae(config.sample.vae or meta.vae, float(meta.latent_scale), device)
     images = latents_to_images(latents, vae)
     grid = make_grid(images, nrow=int(np.ceil(np.sqrt(n))), padding=2)
     return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
