@@ -115,9 +115,13 @@ class VAE:
         return (self.latent_channels, height // f, width // f)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | str | None = None) -> VAE:
+        moves: dict[str, Any] = {"device": device} if device is not None else {}
         new_dtype = resolve_dtype(dtype) if dtype is not None else None
-        # diffusers warns on any dtype cast, even a no-op one, so only cast when it changes something.
-        self.model.to(device=device, dtype=new_dtype if new_dtype != self.dtype else None)
+        # diffusers warns whenever a `dtype` keyword is present (even None or a no-op cast)
+        if new_dtype is not None and new_dtype != self.dtype:
+            moves["dtype"] = new_dtype
+        if moves:
+            self.model.to(**moves)
         return self
 
     # ---- encode / decode --------------------------------------------------------------------------
