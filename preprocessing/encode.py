@@ -94,7 +94,9 @@ class _Dist:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from accelerate import PartialState
 
-            self.state = PartialState()
+            # Without cpu=True accelerate ignores torchrun's WORLD_SIZE on machines without a GPU, and
+            # every process would encode (and merge) every shard.
+            self.state = PartialState(cpu=not torch.cuda.is_available())
         self.rank = self.state.process_index if self.state else 0
         self.world = self.state.num_processes if self.state else 1
         self.is_main = self.rank == 0

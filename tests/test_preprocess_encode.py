@@ -219,3 +219,23 @@ def test_minilm_text_encoder_works_offline(shards, cfg, tmp_path):
     emb = ds.text_emb[:].astype(np.float32)
     # Different captions give different sentence embeddings.
     assert np.abs(emb[0] - emb[1]).max() > 1e-2
+
+
+def test_two_processes_split_the_shards(shards, cfg, tmp_path, tiny_vae_dir, tiny_clip_dir):
+    import os
+    import subprocess
+    import sys
+
+    encode(shards, tmp_path / "one", cfg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "tld.cli"]
+    cmd += ["preprocess", "encode", str(shards), str(tmp_path / "two"), "--vae", str(tiny_vae_dir)]
+    cmd += ["--text-encoder", str(tiny_clip_dir), "--batch-size", "4", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    # Only the main process merges and reports; the merged arrays are those of one process, no duplicates.
+    assert run.stdout.count("24 samples ->") == 1
+    for name in ("latents.npy", "text_emb.npy"):
+        np.testing.assert_array_equal(np.load(tmp_path / "two" / name), np.load(tmp_path / "one" / name))
+    a = pd.read_parquet(tmp_path / "two" / "captions.parquet")
+    pd.testing.assert_frame_equal(a, pd.read_parquet(tmp_path / "one" / "captions.parquet"))
