@@ -111,6 +111,19 @@ def test_rerun_is_incremental(downloaded):
     assert {p.name: p.stat().st_mtime_ns for p in list_shards(shards)} == before
 
 
+def test_parquet_table_and_keep_ratio_resize(site, tmp_path):
+    rows = [(u, c) for u, c in site if "/img0" in u][:3]  # 48x40 images
+    table = tmp_path / "urls.parquet"
+    pd.DataFrame({"address": [u for u, _ in rows], "alt": [c for _, c in rows]}).to_parquet(table)
+    cfg = DownloadConfig(url_col="address", caption_col="alt", image_size=32, resize_mode="keep_ratio")
+    summary = download(table, tmp_path / "shards", cfg)
+    assert (summary.count, summary.successes) == (3, 3)
+    samples = [s for p in list_shards(tmp_path / "shards") for s in iter_shard(p)]
+    assert sorted(s["caption"] for s in samples) == sorted(c for _, c in rows)
+    # keep_ratio scales the short side to 32 and keeps the 6:5 shape (center_crop would give 32x32).
+    assert {Image.open(io.BytesIO(s["image"])).size for s in samples} == {(38, 32)}
+
+
 def test_missing_column_names_the_columns_found(tmp_path):
     table = tmp_path / "t.csv"
     pd.DataFrame({"URL": ["http://x/a.jpg"], "txt": ["a"]}).to_csv(table, index=False)
