@@ -201,6 +201,10 @@ def test_from_original_reproduces_the_original_sampler(tiny_vae_dir, tiny_clip_d
             "sampler 'heun' has no option(s) ['eta']",
         ),
         (dict(prompt=["a", "b"], negative_prompt=["x", "y", "z"]), "expected 1 or 2 negative prompts"),
+        (dict(prompt="owl", seed=2**64), "seeds must be integers in [-9223372036854775808, 1844"),
+        (dict(prompt="owl", sampler_opts=0.5), "sampler_opts must be a dict of sampler options, got 0.5"),
+        (dict(prompt="owl", threshold=-1.0), "threshold must be a number > 0 (static clamp)"),
+        (dict(prompt="owl", threshold={"pct": 0.9}), "dynamic threshold has unknown keys ['pct']"),
     ],
 )
 def test_bad_call_arguments(pipe, kwargs, message):

@@ -24,6 +24,7 @@ from tld.encoders.images import tensor_to_pil
 from tld.errors import TLDError, check_keys
 
 OUTPUT_TYPES = ("pil", "np", "latent")
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
 
 
 @dataclass
@@ -178,6 +179,8 @@ def make_job(
         negatives = [n for n in neg for _ in range(num_images)]
     if output_type not in OUTPUT_TYPES:
         raise TLDError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+    if sampler_opts is not None and not isinstance(sampler_opts, dict):
+        raise TLDError(f"sampler_opts must be a dict of sampler options, got {sampler_opts!r}")
     settings = defaults.updated(**overrides)
     if settings.schedule is None:
         settings = replace(settings, schedule=default_schedule)
@@ -203,13 +206,18 @@ def resolve_seeds(seed: int | Sequence[int] | None, count: int) -> list[int]:
     if isinstance(seed, bool):
         raise TLDError(f"seed must be an integer or a list of integers, got {seed!r}")
     if isinstance(seed, int | np.integer):
-        return [int(seed) + k for k in range(count)]
-    seeds = list(seed)
-    if len(seeds) != count or not all(
-        isinstance(s, int | np.integer) and not isinstance(s, bool) for s in seeds
-    ):
-        raise TLDError(f"expected one integer seed per image ({count}), got {seed!r}")
-    return [int(s) for s in seeds]
+        seeds = [int(seed) + k for k in range(count)]
+    else:
+        seeds = list(seed)
+        if len(seeds) != count or not all(
+            isinstance(s, int | np.integer) and not isinstance(s, bool) for s in seeds
+        ):
+            raise TLDError(f"expected one integer seed per image ({count}), got {seed!r}")
+        seeds = [int(s) for s in seeds]
+    # torch.Generator.manual_seed takes 64-bit values (negative ones wrap around).
+    if not all(SEED_MIN <= s <= SEED_MAX for s in seeds):
+        raise TLDError(f"seeds must be integers in [{SEED_MIN}, {SEED_MAX}], got {seed!r}")
+    return seeds
 
 
 def initial_noise(job: Job, shape: tuple[int, ...], device: torch.device):
@@ -235,12 +243,17 @@ class _CastNetwork(nn.Module):
 
 
 def _threshold(value: float | dict[str, float] | None) -> float | DynamicThreshold | None:
-    if value is None or isinstance(value, int | float):
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
         return value
     if isinstance(value, dict):
+        check_keys(
+            value, ("percentile", "floor"), "dynamic threshold has unknown keys {unknown}; expected {known}"
+        )
         return DynamicThreshold(**value)
     raise TLDError(
-        f"threshold must be a number (static clamp) or {{'percentile', 'floor'}} (dynamic), got {value!r}"
+        f"threshold must be a number > 0 (static clamp) or {{'percentile', 'floor'}} (dynamic), got {value!r}"
     )
 
 
