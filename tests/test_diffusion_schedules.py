@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from tld.diffusion import SCHEDULES, get_parameterization, get_sigmas, get_sigmas_karras, get_sigmas_tld
+from tld.diffusion import (
+    SCHEDULES,
+    get_parameterization,
+    get_sampler,
+    get_sigmas,
+    get_sigmas_karras,
+    get_sigmas_tld,
+)
 from tld.diffusion.schedules import get_sigmas_exponential, get_sigmas_polyexponential, quantize_sigmas
 from tld.errors import TLDError
 
@@ -31,6 +38,19 @@ def test_tld_schedule_is_the_original_noise_levels():
     t2 = 1 - torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]) ** 2
     t2[0] = 0.99
     torch.testing.assert_close(get_sigmas_tld(4, exponent=2.0), t2 / (1 - t2))
+
+
+@pytest.mark.parametrize("n, exponent, kept", [(200, 1.0, 198), (15, 2.0, 14), (100, 1.0, 99), (50, 1.0, 50)])
+def test_fine_tld_schedules_never_raise_the_noise_above_the_start(n, exponent, kept):
+    # 1 - (i/n)^exponent lies at or above the clipped start 0.99 while i/n <= 0.01^(1/exponent).
+    sigmas = get_sigmas_tld(n, exponent=exponent)
+    assert len(sigmas) == kept + 1 and sigmas[0].item() == pytest.approx(99.0) and sigmas[-1] == 0
+    assert (sigmas.diff() < 0).all()
+    t = sigmas[1:-1].double() / (1 + sigmas[1:-1].double())
+    i = torch.arange(n + 1 - kept, n, dtype=torch.float64)
+    torch.testing.assert_close(t, 1 - (i / n) ** exponent, rtol=1e-5, atol=1e-6)
+    x = get_sampler("dpmpp_2m")(lambda x, s: x * 0.5, torch.ones(1, 2), sigmas, disable=True)
+    assert torch.isfinite(x).all()
 
 
 def test_named_schedules_use_the_parameterization_range():

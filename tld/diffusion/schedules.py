@@ -48,13 +48,16 @@ def get_sigmas_tld(n: int, exponent: float = 1.0, device="cpu") -> torch.Tensor:
     """The original TLD schedule: t_i = 1 - (i/n)^exponent for i = 0..n, the first t clipped to 0.99.
 
     The original loop stopped at t_{n-1}; here the last step goes on to t = 0 (sigma = 0), so the
-    sampler returns the final x0 estimate like every other schedule.
+    sampler returns the final x0 estimate like every other schedule. Levels that would lie above the
+    clipped start (i/n <= 0.01^(1/exponent): n >= 100 at exponent 1, n >= 10 at exponent 2) would make
+    the noise rise again (or stall); they are left out, so such fine schedules take a step or two fewer.
     """
     check_positive_int(n, "number of steps")
     if exponent <= 0:
         raise TLDError(f"tld schedule exponent must be > 0, got {exponent}")
     t = 1 - (torch.arange(n + 1, dtype=torch.float64) / n) ** exponent
     t[0] = min(float(t[0]), 0.99)
+    t = torch.cat([t[:1], t[1:][t[1:] < t[0] - 1e-9]])  # also no zero-length first step
     return (t / (1 - t)).float().to(device)
 
 
