@@ -95,14 +95,31 @@ def test_rng_round_trip():
     assert torch.equal(first[0], again[0]) and (first[1] == again[1]).all() and first[2] == again[2]
 
 
+def _undo_augmentation(x: torch.Tensor, cond: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """Invert one row's transform from its recorded conditioning (flip, then rot90 k, then shift)."""
+    dy, dx = round(float(cond[4]) * max_shift), round(float(cond[5]) * max_shift)
+    x = torch.roll(x, shifts=(-dy, -dx), dims=(-2, -1))
+    turns = [k for k in (1, 2, 3) if cond[k] == 1]
+    if turns:
+        x = torch.rot90(x, -turns[0], dims=(-2, -1))
+    return x.flip(-1) if cond[0] == 1 else x
+
+
 def test_augment_records_transform():
-    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
+    x = torch.randn(64, 2, 5, 5, generator=torch.Generator().manual_seed(1))
     g = torch.Generator().manual_seed(0)
-    out, cond = augment_latents(x, g, prob=1.0, flip=True, rotate=False, max_shift=0)
-    assert cond.shape == (2, AUGMENT_COND_DIM)
-    for i in range(2):
-        expected = x[i].flip(-1) if cond[i, 0] == 1 else x[i]
-        assert torch.equal(out[i], expected)
+    out, cond = augment_latents(x, g, prob=1.0, flip=True, rotate=True, max_shift=2)
+    assert cond.shape == (64, AUGMENT_COND_DIM)
+    # Every kind of transform happened, at most one rotation per row, and the record undoes each row.
+    assert cond[:, 0].any() and all(cond[:, k].any() for k in (1, 2, 3)) and cond[:, 4:].abs().sum() > 0
+    assert cond[:, 1:4].sum(1).max() <= 1 and cond[:, 4:].abs().max() <= 1
+    changed = (out != x).flatten(1).any(1)
+    assert changed.sum() > 32 and torch.equal(changed, cond.ne(0).any(1))
+    for i in range(64):
+        assert torch.equal(_undo_augmentation(out[i], cond[i], 2), x[i]), (i, cond[i])
+    # Non-square latents are never rotated (a turn would change their shape).
+    wide, wide_cond = augment_latents(torch.randn(32, 2, 4, 6), g, prob=1.0, max_shift=0)
+    assert wide.shape == (32, 2, 4, 6) and not wide_cond[:, 1:4].any() and wide_cond[:, 0].any()
     none, zero = augment_latents(x, g, prob=0.0)
     assert torch.equal(none, x) and not zero.any()
 
@@ -117,3 +134,18 @@ def test_masks_kinds_and_concat():
     x0 = torch.ones(3, 4, 4, 4)
     concat = inpaint_concat(x0, full)
     assert concat.shape == (3, 5, 4, 4) and concat[:, :4].eq(0).all() and concat[:, 4].eq(1).all()
+
+
+def test_lr_schedule_warms_up_then_follows_cosine_or_constant():
+    from tld.training.loop import lr_lambda
+
+    cfg = load_config(None, ["steps=110", "optim.warmup_steps=10", "optim.min_lr_ratio=0.1"])
+    f = lr_lambda(cfg)
+    assert [f(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])  # linear warmup
+    assert f(10) == pytest.approx(1.0) and f(60) == pytest.approx(0.55)  # half-way down the cosine
+    assert f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)  # ends at min_lr_ratio
+    assert all(f(s) >= f(s + 1) for s in range(10, 110))
+    const = lr_lambda(load_config(None, ["steps=110", "optim.warmup_steps=10", "optim.schedule=constant"]))
+    assert const(4) == pytest.approx(0.5) and const(10) == const(109) == 1.0
+    with pytest.raises(TLDError, match="optim.schedule must be 'cosine' or 'constant', got 'linear'"):
+        lr_lambda(load_config(None, ["optim.schedule=linear"]))
