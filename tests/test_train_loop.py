@@ -186,6 +186,29 @@ def test_edm_parameterization_is_selectable(tmp_path):
     assert state["compat"]["parameterization"] == {"name": "edm", "sigma_data": 0.5}
 
 
+def test_bf16_mixed_precision_runs_the_loss_under_autocast(tmp_path, monkeypatch):
+    from tld.training import loop
+
+    seen = []
+    real_loss = loop.micro_batch_loss
+
+    def recording_loss(*args, **kwargs):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "micro_batch_loss", recording_loss)
+    cfg = tiny_config(
+        tmp_path, "run", "steps=40", "batch_size=16", "checkpoint_every=40", "mixed_precision=bf16"
+    )
+    result = train(cfg)
+    assert seen and all(s == (True, torch.bfloat16) for s in seen), seen[:3]
+    assert np.isfinite(result.losses).all()
+    assert np.mean(result.losses[-5:]) < 0.6 * np.mean(result.losses[:5])
+    saved = ckpt.load_checkpoint(result.last_checkpoint)  # master weights and EMA stay float32
+    assert {v.dtype for v in saved["model"].values()} == {torch.float32}
+    assert {v.dtype for v in saved["ema"].values()} == {torch.float32}
+
+
 @pytest.mark.parametrize("kind", ["tokens", "class", "learned_null"])
 def test_other_conditions_train(tmp_path, kind):
     write_dataset(tmp_path / "data", n=32, tokens=5 if kind == "tokens" else 0, labels=kind == "class")
