@@ -250,3 +250,15 @@ def test_tld_info_prints_counts_and_shapes(capsys, tmp_path):
     assert "(B, 9, 8, 12)" in out and "24 (4x6 grid, patch 2)" in out
     assert cli_main(["info", "--config", "tiny", "--latent-size", "7", "8"]) == 1
     assert "multiples of patch_size 2, got 7 8" in capsys.readouterr().err
+
+
+def test_tld_version_matches_the_installed_distribution(capsys):
+    from importlib.metadata import version
+
+    import tld
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"tld {tld.__version__}"
+    assert version("tld") == tld.__version__
