@@ -49,7 +49,7 @@ class EncodeConfig:
     batch_size: int = 32
     text_batch_size: int = 256
     device: str | None = None  # None: cuda when available (or accelerate's device), else cpu
-    dtype: str = "float32"  # VAE weights dtype: float32 | float16 | bfloat16
+    dtype: str = "float32"  # VAE weights dtype: float32 | float16 | bfloat16 (or fp16, bf16, ...)
     val_prompts: str | None = None  # a text file, one validation prompt per line
     val_holdout: int = 0  # or: hold out the last N images, their captions become validation prompts
     overwrite: bool = False
@@ -277,11 +277,10 @@ def _clear_output(out: Path) -> None:
 
 def _load_models(cfg: EncodeConfig, device: str) -> tuple[Any, Any]:
     from tld.encoders import VAE, load_text_encoder
+    from tld.encoders.common import resolve_dtype
 
-    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if cfg.dtype not in dtypes:
-        raise TLDError(f"dtype must be one of {list(dtypes)}, got {cfg.dtype!r}")
-    vae = VAE.from_pretrained(cfg.vae, latent_scale=cfg.latent_scale, device=device, dtype=dtypes[cfg.dtype])
+    dtype = resolve_dtype(cfg.dtype)
+    vae = VAE.from_pretrained(cfg.vae, latent_scale=cfg.latent_scale, device=device, dtype=dtype)
     text = load_text_encoder(text_encoder_spec(cfg.text_encoder), device=device)
     return vae, text
 

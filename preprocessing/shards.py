@@ -49,7 +49,8 @@ def list_shards(folder: str | os.PathLike) -> list[Path]:
     """The shard tars of a folder in name order (the order every stage processes them in)."""
     root = Path(folder)
     if not root.is_dir():
-        raise TLDError(f"shard folder {root} does not exist")
+        state = "is a file, not a folder" if root.exists() else "does not exist"
+        raise TLDError(f"shard folder {root} {state}")
     shards = sorted(p for p in root.glob("*.tar") if p.is_file())
     if not shards:
         raise TLDError(
@@ -82,6 +83,8 @@ def write_shards(
 
     if image_format not in ("jpg", "png", "webp"):
         raise TLDError(f"image format must be jpg, png or webp, got {image_format!r}")
+    if isinstance(samples_per_shard, bool) or not isinstance(samples_per_shard, int) or samples_per_shard < 1:
+        raise TLDError(f"samples per shard must be an integer >= 1, got {samples_per_shard!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     count, shard, writer, tmp = 0, -1, None, None

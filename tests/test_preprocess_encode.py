@@ -181,6 +181,9 @@ def test_vae_with_other_latent_channels_is_refused(shards, cfg, tmp_path):
 def test_unreadable_and_missing_shards(cfg, tmp_path):
     with pytest.raises(TLDError, match="no webdataset shards"):
         encode(tmp_path, tmp_path / "ds", cfg)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(TLDError, match=r"shard folder .*notes.txt is a file, not a folder"):
+        encode(tmp_path / "notes.txt", tmp_path / "ds", cfg)
     (tmp_path / "00000.tar").write_bytes(b"not a tar at all" * 100)
     with pytest.raises(TLDError, match=r"shard .*00000.tar is truncated or not a tar file"):
         encode(tmp_path, tmp_path / "ds", cfg)
@@ -193,7 +196,10 @@ def test_bad_settings(shards, cfg, tmp_path):
     cfg.latent_dtype, cfg.image_size = "float16", 15
     with pytest.raises(TLDError, match="divisible by 2"):
         encode(shards, tmp_path / "ds", cfg)
-    cfg.image_size, cfg.text_encoder = None, "clip-vit"
+    cfg.image_size, cfg.dtype = None, "int8"
+    with pytest.raises(TLDError, match=r"dtype must be one of \['bf16', .*\] or a torch.dtype, got 'int8'"):
+        encode(shards, tmp_path / "ds", cfg)
+    cfg.dtype, cfg.text_encoder = "float32", "clip-vit"
     with pytest.raises(TLDError, match="text encoder must be one of"):
         encode(shards, tmp_path / "ds", cfg)
     assert json.dumps(EncodeConfig().to_dict())

@@ -62,6 +62,8 @@ def test_emoji_bad_input(tmp_path):
         build_emoji_shards(tmp_path, background="not-a-colour", limit=1)
     with pytest.raises(TLDError, match="limit must be a positive"):
         build_emoji_shards(tmp_path, limit=0)
+    with pytest.raises(TLDError, match="samples per shard must be an integer >= 1, got 0"):
+        build_emoji_shards(tmp_path, limit=2, samples_per_shard=0, progress=False)
 
 
 def _image_folder(root):
