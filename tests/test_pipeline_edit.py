@@ -128,7 +128,11 @@ def test_native_inpainting_model_gets_masked_latent_and_mask(tiny_vae_dir, tiny_
         (lambda p, im: p.outpaint(im, "owl", right=6), "margins must be multiples of 4 pixels"),
         (lambda p, im: p.outpaint(im, "owl"), "at least one of left/right/top/bottom"),
         (lambda p, im: p.img2img(im.resize((18, 16)), "owl"), "image size 18x16 must be a multiple of 4"),
-        (lambda p, im: p.img2img(im, "owl", strength=1.5), "strength must be in [0, 1]"),
+        (lambda p, im: p.img2img(im, "owl", strength=1.5), "strength must be a number in [0, 1], got 1.5"),
+        (
+            lambda p, im: p.img2img(im, "owl", strength="0.5"),
+            "strength must be a number in [0, 1], got '0.5'",
+        ),
         (
             lambda p, im: p.inpaint(im, _right_half_mask(), "owl", resample=0),
             "resample must be an integer >= 1",

@@ -48,8 +48,8 @@ class ImageEditing:
 
         strength 0 returns the VAE reconstruction, 1 ignores the image.
         """
-        if not 0 <= strength <= 1:
-            raise TLDError(f"strength must be in [0, 1], got {strength}")
+        if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0 <= strength <= 1:
+            raise TLDError(f"strength must be a number in [0, 1], got {strength!r}")
         job = self._job(prompt, kwargs)
         z = self.vae.encode(self._images(image, job.batch))
         sigmas = sigmas_for(job, self.param, self.device)
