@@ -153,7 +153,9 @@ def test_every_sampler_is_registered_and_unknown_names_list_them():
     "sigmas, message",
     [
         (torch.tensor([10.0, 1.0, 0.5]), "end in 0"),
-        (torch.tensor([1.0, 10.0, 0.0]), "non-increasing"),
+        (torch.tensor([1.0, 10.0, 0.0]), r"strictly decreasing, got sigmas\[0\]=1 <= sigmas\[1\]=10"),
+        (torch.tensor([10.0, 2.0, 2.0, 0.0]), r"strictly decreasing, got sigmas\[1\]=2 <= sigmas\[2\]=2"),
+        (torch.tensor([1.0, 0.0, 0.0]), r"strictly decreasing, got sigmas\[1\]=0 <= sigmas\[2\]=0"),
         (torch.tensor([[1.0, 0.0]]), "1-D"),
         (torch.tensor([0.0]), "at least 2"),
         (torch.tensor([1.0, -1.0, 0.0]), ">= 0"),

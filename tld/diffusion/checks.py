@@ -43,7 +43,10 @@ def check_sigma_range(sigma_min: float, sigma_max: float) -> None:
 
 
 def check_sigmas(sigmas: torch.Tensor) -> None:
-    """A sampler's sigmas: a 1-D tensor of >= 2 finite values, non-increasing, >= 0, ending in 0."""
+    """A sampler's sigmas: a 1-D tensor of >= 2 finite values, strictly decreasing, >= 0, ending in 0.
+
+    A repeated sigma is a zero-length step: the DPM-Solver samplers divide by its log-step and give NaN.
+    """
     if not isinstance(sigmas, torch.Tensor):
         raise TLDError(f"sigmas must be a 1-D torch.Tensor, got {type(sigmas).__name__}")
     if sigmas.ndim != 1 or sigmas.numel() < 2:
@@ -55,8 +58,9 @@ def check_sigmas(sigmas: torch.Tensor) -> None:
         raise TLDError(f"sigmas must be >= 0, got min {s.min().item()}")
     if s[-1] != 0:
         raise TLDError(f"sigmas must end in 0, got last value {s[-1].item()}")
-    if (s[1:] > s[:-1]).any():
-        i = int(torch.nonzero(s[1:] > s[:-1])[0])
+    if (s[1:] >= s[:-1]).any():
+        i = int(torch.nonzero(s[1:] >= s[:-1])[0])
         raise TLDError(
-            f"sigmas must be non-increasing, got sigmas[{i}]={s[i].item():.6g} < sigmas[{i + 1}]={s[i + 1].item():.6g}"
+            f"sigmas must be strictly decreasing, got sigmas[{i}]={s[i].item():.6g} <= "
+            f"sigmas[{i + 1}]={s[i + 1].item():.6g}"
         )
