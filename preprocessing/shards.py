@@ -118,35 +118,28 @@ def write_shards(
 def iter_shard(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
     """Raw samples of one shard in file order: {"key", "image" (bytes|None), "caption", "json"}.
 
-    Read with plain tarfile, grouping members by key as webdataset does, because both webdataset and
-    tarfile stop silently at a truncated tar; a tar missing its end-of-archive blocks is refused here.
+    Read with webdataset's tar iterator and key grouping. Like tarfile, it stops silently at a
+    truncated tar and would lose the samples after the cut, so the end-of-archive blocks are
+    checked first and a shard without them is refused.
     """
+    from webdataset.tariterators import group_by_keys, tar_file_iterator
+
     path = Path(path)
     _check_complete_tar(path)
     try:
-        with tarfile.open(path, "r:") as tar:
-            current: dict[str, Any] | None = None
-            for member in tar:
-                if not member.isfile():
-                    continue
-                name = member.name.rsplit("/", 1)[-1]
-                key, _, ext = name.partition(".")
-                if current is not None and key != current["key"]:
-                    yield current
-                    current = None
-                if current is None:
-                    current = {"key": key, "image": None, "caption": "", "json": {}}
-                data = tar.extractfile(member).read()
-                ext = ext.lower()
-                if ext in IMAGE_EXTS:
-                    current["image"] = data
-                elif ext == "txt":
-                    current["caption"] = data.decode("utf-8", errors="replace")
-                elif ext == "json":
-                    current["json"] = json.loads(data)
-            if current is not None:
-                yield current
-    except (tarfile.TarError, OSError, EOFError, json.JSONDecodeError) as exc:
+        with open(path, "rb") as stream:
+            files = ({**f, "__url__": str(path)} for f in tar_file_iterator(stream))
+            for sample in group_by_keys(files):
+                image = next((sample[ext] for ext in IMAGE_EXTS if ext in sample), None)
+                caption = sample.get("txt", b"").decode("utf-8", errors="replace")
+                meta = json.loads(sample["json"]) if "json" in sample else {}
+                yield {
+                    "key": sample["__key__"].rsplit("/", 1)[-1],
+                    "image": image,
+                    "caption": caption,
+                    "json": meta,
+                }
+    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise TLDError(f"cannot read shard {path}: {str(exc).splitlines()[0]}") from None
 
 
