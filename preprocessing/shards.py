@@ -19,6 +19,7 @@ from typing import Any
 
 from PIL import Image
 
+from tld.encoders.common import first_line
 from tld.encoders.images import to_rgb
 from tld.errors import TLDError
 from tld.latent_format import write_json_atomic
@@ -140,7 +141,7 @@ def iter_shard(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
                     "json": meta,
                 }
     except (tarfile.TarError, OSError, EOFError, ValueError) as exc:  # JSONDecodeError is a ValueError
-        raise TLDError(f"cannot read shard {path}: {str(exc).splitlines()[0]}") from None
+        raise TLDError(f"cannot read shard {path}: {first_line(exc)}") from None
 
 
 def _check_complete_tar(path: Path) -> None:

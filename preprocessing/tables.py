@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tld.encoders.common import first_line
 from tld.errors import TLDError
 
 # File suffix -> (pandas reader name, img2dataset input_format)
@@ -44,7 +45,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     except (ValueError, OSError) as exc:
-        raise TLDError(f"cannot read table {path} as {fmt}: {str(exc).splitlines()[0]}") from None
+        raise TLDError(f"cannot read table {path} as {fmt}: {first_line(exc)}") from None
 
 
 def check_columns(df: pd.DataFrame, required: list[str], source: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from tld.encoders.common import first_line
 from tld.errors import TLDError, check_keys
 
 
@@ -163,7 +164,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         try:
             data = yaml.safe_load(p.read_text()) or {}  # YAML is a superset of JSON
         except yaml.YAMLError as exc:
-            raise TLDError(f"cannot parse {p}: {str(exc).splitlines()[0]}") from None
+            raise TLDError(f"cannot parse {p}: {first_line(exc)}") from None
     for item in overrides or []:
         apply_override(data, item)
     return TrainConfig.from_dict(data)
