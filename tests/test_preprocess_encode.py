@@ -241,7 +241,12 @@ def test_two_processes_split_the_shards(shards, cfg, tmp_path, tiny_vae_dir, tin
     assert run.returncode == 0, run.stderr[-2000:]
     # Only the main process merges and reports; the merged arrays are those of one process, no duplicates.
     assert run.stdout.count("24 samples ->") == 1
-    for name in ("latents.npy", "text_emb.npy"):
-        np.testing.assert_array_equal(np.load(tmp_path / "two" / name), np.load(tmp_path / "one" / name))
     a = pd.read_parquet(tmp_path / "two" / "captions.parquet")
     pd.testing.assert_frame_equal(a, pd.read_parquet(tmp_path / "one" / "captions.parquet"))
+    assert a["key"].is_unique and len(a) == 24
+    # Same samples in the same order; values agree to fp16 rounding only, because one thread per
+    # process changes the GEMM blocking (seen: 1-ulp differences in a few elements).
+    for name in ("latents.npy", "text_emb.npy"):
+        two, one = np.load(tmp_path / "two" / name), np.load(tmp_path / "one" / name)
+        assert two.shape == one.shape and two.dtype == one.dtype
+        np.testing.assert_allclose(two.astype(np.float32), one.astype(np.float32), rtol=2e-3, atol=2e-3)
