@@ -1,0 +1,121 @@
+"""Colour words and dominant colours: does "a red car" come out red?
+
+Pixels are classed into eleven colour names by HSV rules; the background is the median colour of
+the image border, and pixels close to it are left out. The dominant colour of an image is the most
+frequent class among its other pixels. The rules are a heuristic for flat, iconic images (emoji,
+icons, product shots); run the check on the real images too, as the ceiling a model can reach.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white", "grey")
+# Other spellings and near-synonyms mapped to the eleven classes.
+ALIASES = {"gray": "grey", "violet": "purple", "magenta": "pink", "cyan": "blue", "turquoise": "blue"}
+# Hue bands in degrees [start, end) for saturated, non-dark pixels; red wraps around 0.
+HUE_BANDS = (("red", 345, 360), ("red", 0, 15), ("orange", 15, 40), ("yellow", 40, 70),
+             ("green", 70, 165), ("blue", 165, 260), ("purple", 260, 290), ("pink", 290, 345))  # fmt: skip
+_WORD = re.compile(r"[a-z]+")
+
+
+def colour_words(prompt: str) -> list[str]:
+    """The colour classes a prompt names, in order of appearance, without repeats."""
+    found: list[str] = []
+    for word in _WORD.findall(prompt.lower()):
+        name = ALIASES.get(word, word)
+        if name in COLOURS and name not in found:
+            found.append(name)
+    return found
+
+
+def rgb_to_hsv(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """uint8 (..., 3) RGB -> hue in degrees [0, 360), saturation and value in [0, 1]."""
+    x = rgb.astype(np.float64) / 255
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    v = x.max(-1)
+    c = v - x.min(-1)
+    s = np.where(v > 0, c / np.maximum(v, 1e-12), 0.0)
+    safe = np.maximum(c, 1e-12)
+    h = np.where(v == r, ((g - b) / safe) % 6, np.where(v == g, (b - r) / safe + 2, (r - g) / safe + 4))
+    return np.where(c > 0, h * 60, 0.0) % 360, s, v
+
+
+def classify_pixels(rgb: np.ndarray) -> np.ndarray:
+    """Index into COLOURS for every pixel of a uint8 (..., 3) array."""
+    h, s, v = rgb_to_hsv(rgb)
+    out = np.full(h.shape, COLOURS.index("grey"))
+    for name, lo, hi in HUE_BANDS:
+        out[(h >= lo) & (h < hi)] = COLOURS.index(name)
+    # Light, weakly saturated reds are pink; dark oranges and reds are brown.
+    out[(out == COLOURS.index("red")) & (s < 0.5) & (v > 0.7)] = COLOURS.index("pink")
+    out[np.isin(out, [COLOURS.index("orange"), COLOURS.index("red")]) & (v < 0.6) & (h >= 10) & (h < 45)] = (
+        COLOURS.index("brown")
+    )
+    grey = s < 0.2
+    out[grey] = COLOURS.index("grey")
+    out[grey & (v > 0.85)] = COLOURS.index("white")
+    out[v < 0.2] = COLOURS.index("black")
+    return out
+
+
+def foreground_mask(image: np.ndarray, tolerance: float = 40.0) -> np.ndarray:
+    """Pixels farther than `tolerance` (RGB distance) from the median border colour."""
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]]).astype(np.float64)
+    background = np.median(border, axis=0)
+    return np.linalg.norm(image.astype(np.float64) - background, axis=-1) > tolerance
+
+
+def colour_histogram(image: np.ndarray, min_foreground: float = 0.02) -> np.ndarray:
+    """Share of each COLOURS class among the foreground pixels of a uint8 (H, W, 3) image.
+
+    When less than `min_foreground` of the image differs from the border, the whole image counts.
+    """
+    mask = foreground_mask(image)
+    pixels = image[mask] if mask.mean() >= min_foreground else image.reshape(-1, 3)
+    counts = np.bincount(classify_pixels(pixels), minlength=len(COLOURS))
+    return counts / max(counts.sum(), 1)
+
+
+def dominant_colour(image: np.ndarray) -> str:
+    """The most frequent colour class among the foreground pixels of a uint8 (H, W, 3) image."""
+    return COLOURS[int(colour_histogram(image).argmax())]
+
+
+@dataclass
+class HueCheck:
+    """Colour-word agreement over the images whose prompt names a colour."""
+
+    checked: int  # images whose prompt names at least one colour
+    matched: int  # of those, images whose dominant colour is one the prompt names
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.matched / self.checked if self.checked else None
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        return {"hue_checked": self.checked, "hue_matched": self.matched, "hue_accuracy": self.accuracy}
+
+
+def hue_check(images: np.ndarray | Sequence[np.ndarray], prompts: Sequence[str]) -> HueCheck:
+    """Count prompts naming a colour whose image's dominant colour is one of the named ones."""
+    dominants = [
+        dominant_colour(np.asarray(im)) if colour_words(p) else ""
+        for im, p in zip(images, prompts, strict=True)
+    ]
+    return hue_check_dominants(dominants, prompts)
+
+
+def hue_check_dominants(dominants: Sequence[str], prompts: Sequence[str]) -> HueCheck:
+    """hue_check from precomputed dominant colours (what the reference cache stores)."""
+    checked = matched = 0
+    for colour, prompt in zip(dominants, prompts, strict=True):
+        named = colour_words(prompt)
+        if named:
+            checked += 1
+            matched += colour in named
+    return HueCheck(checked, matched)
