@@ -6,8 +6,8 @@
     emoji.py     the bundled OpenMoji emoji (CC BY-SA 4.0) -> shards
     shards.py    the shard format shared by every source and by encode
     encode.py    shards -> per-shard work files (resumable, accelerate-aware)
-    merge.py     work files -> the memory-mappable dataset of tld.latent_format
+    merge.py     work files -> the memory-mappable dataset of tld.data.format
 
-May import tld.encoders and tld.latent_format only (see docs/internals.md). Heavy dependencies
+May import tld.encoders and tld.data.format only (see docs/internals.md). Heavy dependencies
 (img2dataset, encoders) are imported inside the functions that need them.
 """

@@ -3,7 +3,7 @@
 Every shard is encoded into `<out>/.work/<shard>/` (written as `<shard>.tmp/` and renamed when
 complete), so a killed run loses at most the shard in flight and a rerun with `resume=True` skips
 the finished ones. When every shard is done, the main process merges the work folders into the
-memory-mappable arrays of `tld.latent_format` (see preprocessing/merge.py). Under `accelerate launch`
+memory-mappable arrays of `tld.data.format` (see preprocessing/merge.py). Under `accelerate launch`
 process i encodes shards i, i + world_size, ...; the main process merges after a barrier.
 """
 
@@ -23,9 +23,9 @@ import torch
 from tqdm.auto import tqdm
 
 from preprocessing.shards import iter_shard, list_shards
+from tld.data.format import CAPTIONS, LATENTS, META, TEXT_EMB, TEXT_MASK, quantize_latents
 from tld.encoders.images import center_crop_resize, load_image, pil_to_tensor
 from tld.errors import TLDError
-from tld.latent_format import CAPTIONS, LATENTS, META, TEXT_EMB, TEXT_MASK, quantize_latents
 
 WORK = ".work"
 SETTINGS = "settings.json"
@@ -268,7 +268,7 @@ def _check_output(out: Path, cfg: EncodeConfig, vae: Any, settings: dict[str, An
 
 
 def _clear_output(out: Path) -> None:
-    from tld.latent_format import VAL_PROMPTS, VAL_TEXT_EMB
+    from tld.data.format import VAL_PROMPTS, VAL_TEXT_EMB
 
     for name in (META, LATENTS, TEXT_EMB, TEXT_MASK, CAPTIONS, VAL_TEXT_EMB, VAL_PROMPTS):
         (out / name).unlink(missing_ok=True)
@@ -276,8 +276,8 @@ def _clear_output(out: Path) -> None:
 
 
 def _load_models(cfg: EncodeConfig, device: str) -> tuple[Any, Any]:
+    from tld.common import resolve_dtype
     from tld.encoders import VAE, load_text_encoder
-    from tld.encoders.common import resolve_dtype
 
     dtype = resolve_dtype(cfg.dtype)
     vae = VAE.from_pretrained(cfg.vae, latent_scale=cfg.latent_scale, device=device, dtype=dtype)

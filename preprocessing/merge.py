@@ -18,8 +18,7 @@ import numpy as np
 import pandas as pd
 
 from preprocessing.shards import read_source_info
-from tld.errors import TLDError
-from tld.latent_format import (
+from tld.data.format import (
     CAPTIONS,
     LATENTS,
     TEXT_EMB,
@@ -29,6 +28,7 @@ from tld.latent_format import (
     DatasetMeta,
     write_meta,
 )
+from tld.errors import TLDError
 
 
 def _one_line(text: str) -> str:

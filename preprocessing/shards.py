@@ -19,10 +19,9 @@ from typing import Any
 
 from PIL import Image
 
-from tld.encoders.common import first_line
+from tld.common import first_line, write_json_atomic
 from tld.encoders.images import to_rgb
 from tld.errors import TLDError
-from tld.latent_format import write_json_atomic
 
 SOURCE_INFO = "tld-source.meta"
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")

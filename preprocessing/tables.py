@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tld.encoders.common import first_line
+from tld.common import first_line
 from tld.errors import TLDError
 
 # File suffix -> (pandas reader name, img2dataset input_format)

@@ -153,9 +153,9 @@ def test_unknown_table_suffix(tmp_path):
 
 def test_encode_downloaded_shards(downloaded, tmp_path, tiny_vae_dir, tiny_clip_dir):
     from preprocessing.encode import EncodeConfig, encode
+    from tld.data.format import open_latent_dataset
     from tld.encoders import VAE
     from tld.encoders.images import load_image, pil_to_tensor
-    from tld.latent_format import open_latent_dataset
 
     _, shards, _, _ = downloaded
     cfg = EncodeConfig(

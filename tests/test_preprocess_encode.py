@@ -14,10 +14,10 @@ from PIL import Image
 
 from preprocessing.emoji import build_emoji_shards
 from preprocessing.encode import FAIL_AFTER_ENV, WORK, EncodeConfig, encode
+from tld.data.format import open_latent_dataset
 from tld.encoders import VAE, load_text_encoder
 from tld.encoders.images import pil_to_tensor
 from tld.errors import TLDError
-from tld.latent_format import open_latent_dataset
 
 SIZE = 16  # the tiny VAE downsamples by 2: 4 x 8 x 8 latents
 

@@ -14,8 +14,8 @@ from preprocessing.emoji import EmojiRenderer, build_emoji_shards, caption_for, 
 from preprocessing.folder import build_folder_shards
 from preprocessing.shards import iter_shard, list_shards, read_source_info
 from tld.cli import main
+from tld.data.format import open_latent_dataset
 from tld.errors import TLDError
-from tld.latent_format import open_latent_dataset
 
 
 def _samples(folder):

@@ -9,7 +9,7 @@ from PIL import Image
 from train_fixtures import write_dataset
 
 from tld.cli import main
-from tld.latent_format import read_meta, write_meta
+from tld.data.format import read_meta, write_meta
 from tld.training import checkpoint as ckpt
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tld.latent_format import DatasetMeta, quantize_latents, write_meta
+from tld.data.format import DatasetMeta, quantize_latents, write_meta
 
 PATTERNS = 4  # distinct latent patterns, each tied to its own text embedding and class
 

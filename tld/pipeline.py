@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from tld.common import resolve_device, resolve_dtype
 from tld.diffusion import get_parameterization
 from tld.diffusion.noise import randn_like_seeded
 from tld.diffusion.parameterizations import Parameterization
@@ -39,13 +40,7 @@ from tld.generation import (
 from tld.inpaint import KnownRegionDenoiser, repaint_loop
 from tld.model import Denoiser
 from tld.pipeline_edit import ImageEditing
-from tld.pipeline_io import (
-    local_model_folder,
-    read_model_config,
-    resolve_device,
-    resolve_dtype,
-    write_model_config,
-)
+from tld.pipeline_io import local_model_folder, read_model_config, write_model_config
 
 __all__ = ["ORIGINAL_SAMPLING", "SamplingDefaults", "TLDOutput", "TLDPipeline"]
 

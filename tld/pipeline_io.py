@@ -13,11 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image, PngImagePlugin
 
-from tld.encoders.common import DTYPES, first_line
-from tld.encoders.common import resolve_device as encoder_device
+from tld.common import first_line, is_hub_id
 from tld.errors import TLDError
 
 CONFIG_NAME = "config.json"
@@ -27,30 +25,6 @@ FORMAT_VERSION = 1
 # PNG text chunk holding the JSON settings; "parameters" is a human-readable copy that common
 # image viewers and web UIs already show.
 PNG_KEY = "tld"
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """None picks CUDA when available (the encoders' own default is the CPU); a bad name is a TLDError."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        return encoder_device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise TLDError(f"expected a device like 'cpu', 'cuda' or 'cuda:1', got {device!r}") from exc
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """None picks float16 on CUDA (the SDXL fp16-fix VAE and the original run there in half) else float32."""
-    if dtype is None:
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        if dtype not in DTYPES.values():
-            raise TLDError(f"expected float32, float16 or bfloat16, got {dtype}")
-        return dtype
-    key = str(dtype).lower().removeprefix("torch.")
-    if key not in DTYPES:
-        raise TLDError(f"expected a dtype among {sorted(DTYPES)}, got {dtype!r}")
-    return DTYPES[key]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,7 +37,7 @@ def local_model_folder(path_or_repo_id: str | os.PathLike, revision: str | None 
     if local.exists():
         return local
     ref = str(path_or_repo_id)
-    if ref.count("/") != 1 or ref.startswith((".", "/", "~")):
+    if not is_hub_id(ref):
         raise TLDError(f"model folder not found: {ref!r} (expected a local folder or a hub id 'owner/name')")
     from huggingface_hub import snapshot_download  # only needed for hub ids
 
@@ -91,7 +65,7 @@ def read_model_config(folder: str | os.PathLike) -> dict[str, Any]:
             raise TLDError(f"{root / CONFIG_NAME} must hold a JSON object, got {type(config).__name__}")
         for key in ("vae", "text_encoder"):
             ref = config.get(key)
-            if isinstance(ref, str) and not _looks_like_hub_id(ref) and not (root / ref).is_dir():
+            if isinstance(ref, str) and not is_hub_id(ref) and not (root / ref).is_dir():
                 missing.append(f"{ref}/")
         if "denoiser" not in config:
             raise TLDError(f"{root / CONFIG_NAME} has no 'denoiser' entry; is this a tld model folder?")
@@ -103,11 +77,6 @@ def read_model_config(folder: str | os.PathLike) -> dict[str, Any]:
     if version > FORMAT_VERSION:
         raise TLDError(f"model folder format version {version} is newer than this tld ({FORMAT_VERSION})")
     return config
-
-
-def _looks_like_hub_id(ref: str) -> bool:
-    # "owner/name" with no local folder of that name is taken for a hub repository id.
-    return ref.count("/") == 1 and not ref.startswith((".", "/")) and not Path(ref).exists()
 
 
 def write_model_config(folder: str | os.PathLike, entries: dict[str, Any]) -> Path:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from tld.encoders.common import batch_slices, resolve_dtype
+from tld.common import batch_slices, resolve_dtype
 from tld.errors import TLDError
 
 TEXT_ENCODER_JSON = "text_encoder.json"

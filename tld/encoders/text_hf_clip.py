@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from tld.encoders.common import first_line
+from tld.common import first_line
 from tld.encoders.text import BaseTextEncoder
 from tld.errors import TLDError
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tld.encoders.common import first_line
+from tld.common import first_line
 from tld.encoders.text import BaseTextEncoder
 from tld.errors import TLDError
 

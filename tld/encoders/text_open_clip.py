@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from tld.encoders.common import first_line
+from tld.common import first_line
 from tld.encoders.text import BaseTextEncoder
 from tld.errors import TLDError
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from tld.encoders.common import batch_slices, first_line, looks_local, resolve_device, resolve_dtype
+from tld.common import batch_slices, first_line, is_hub_id, resolve_device, resolve_dtype
 from tld.errors import TLDError
 
 DEFAULT_VAE = "madebyollin/sdxl-vae-fp16-fix"
@@ -55,7 +55,7 @@ class VAE:
         local = Path(source) / subfolder if subfolder else Path(source)
         if local.is_dir():
             source = str(Path(source).resolve())
-        elif looks_local(source):
+        elif not is_hub_id(source):
             raise TLDError(f"VAE folder not found: {source}")
         recorded = local / TLD_VAE_JSON
         if latent_scale is None and recorded.is_file():

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from tld.encoders.common import first_line
+from tld.common import first_line
 from tld.errors import TLDError, check_keys
 
 

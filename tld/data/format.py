@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from tld.common import write_json_atomic
 from tld.errors import TLDError, check_keys
 
 LATENTS = "latents.npy"
@@ -70,14 +71,6 @@ class DatasetMeta:
         if d.get("format", FORMAT_NAME) != FORMAT_NAME:
             raise TLDError(f"meta.json format is {d.get('format')!r}, expected {FORMAT_NAME!r}")
         return cls(**d)
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write `data` as indented JSON to `<path>.tmp`, then rename it over `path`: never half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def write_meta(folder: str | os.PathLike, meta: DatasetMeta) -> None:
