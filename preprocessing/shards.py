@@ -155,3 +155,40 @@ def _check_complete_tar(path: Path) -> None:
         raise TLDError(
             f"shard {path} is truncated or not a tar file ({size} bytes, no end-of-archive marker)"
         )
+
+
+def combine_shards(sources: list[str | os.PathLike], out: str | os.PathLike) -> int:
+    """Copy the shards of several folders into one, renumbered 00000.tar, ... in source order.
+
+    The source records are merged: one line per source, every licence and attribution kept, so a
+    dataset built from several sets still credits each. Returns the number of shards written.
+    """
+    import shutil
+
+    if not sources:
+        raise TLDError("combine needs at least one shard folder")
+    out = Path(out)
+    if out.exists() and any(out.glob("*.tar")):
+        raise TLDError(f"{out} already holds shards; combine writes into a new or empty folder")
+    shard_lists = [list_shards(src) for src in sources]  # all checked before anything is copied
+    out.mkdir(parents=True, exist_ok=True)
+    n = 0
+    infos = []
+    for src, shards in zip(sources, shard_lists):
+        for shard in shards:
+            tmp = out / f"{n:05d}.tar.tmp"
+            shutil.copyfile(shard, tmp)
+            os.replace(tmp, out / f"{n:05d}.tar")
+            n += 1
+        infos.append(read_source_info(src) or {"source": str(Path(src).resolve())})
+    merged = {
+        "source": "; ".join(str(i.get("source", "?")) for i in infos),
+        "license": "; ".join(dict.fromkeys(str(i.get("license", "unknown")) for i in infos)),
+        "attribution": "; ".join(
+            dict.fromkeys(str(i.get("attribution", "")) for i in infos if i.get("attribution"))
+        ),
+        "count": sum(int(i.get("count", 0)) for i in infos),
+        "parts": infos,
+    }
+    write_source_info(out, merged)
+    return n

@@ -18,6 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_download(sub)
     _add_folder(sub)
     _add_emoji(sub)
+    _add_iconify(sub)
+    _add_combine(sub)
     _add_encode(sub)
 
 
@@ -65,9 +67,34 @@ def _add_emoji(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--background", default="white", help="colour name or #rrggbb")
     p.add_argument("--limit", type=int, help="only the first N emoji")
+    p.add_argument("--style", help="append ', STYLE style' to every caption (e.g. openmoji)")
     p.add_argument("--samples-per-shard", type=int, default=1000)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_emoji)
+
+
+def _add_iconify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "iconify",
+        help="render an Iconify emoji set from npm (twemoji, noto, fluent-emoji-flat) into shards",
+    )
+    p.add_argument("set", help="set name (fetched with npm pack), or a .tgz / package folder / icons.json")
+    p.add_argument("out")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--background", default="white", help="colour name or #rrggbb")
+    p.add_argument("--style", help="caption style word (default: twemoji, noto, fluent, or the set prefix)")
+    p.add_argument("--limit", type=int, help="only the first N icons")
+    p.add_argument("--samples-per-shard", type=int, default=1000)
+    p.add_argument("--cache", help="where fetched sets are kept (default ~/.cache/tld/iconify)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_iconify)
+
+
+def _add_combine(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("combine", help="copy several shard folders into one (credits of each kept)")
+    p.add_argument("out", help="new or empty folder")
+    p.add_argument("sources", nargs="+", help="shard folders, in the order their shards are copied")
+    p.set_defaults(func=run_combine)
 
 
 def _add_encode(sub: argparse._SubParsersAction) -> None:
@@ -150,8 +177,35 @@ def run_emoji(args: argparse.Namespace) -> int:
         args.limit,
         args.samples_per_shard,
         progress=not args.no_progress,
+        style=args.style,
     )
     print(f"{count} emoji written into {shards} shard(s) in {args.out}\n{ATTRIBUTION}")
+    return 0
+
+
+def run_iconify(args: argparse.Namespace) -> int:
+    from preprocessing.iconify import build_iconify_shards
+
+    report = build_iconify_shards(
+        args.set,
+        args.out,
+        size=args.size,
+        background=args.background,
+        style=args.style,
+        limit=args.limit,
+        samples_per_shard=args.samples_per_shard,
+        cache=args.cache,
+        progress=not args.no_progress,
+    )
+    print(f"{args.set} -> {args.out}: {report.summary()}")
+    return 0
+
+
+def run_combine(args: argparse.Namespace) -> int:
+    from preprocessing.shards import combine_shards
+
+    n = combine_shards(args.sources, args.out)
+    print(f"{n} shard(s) from {len(args.sources)} folder(s) -> {args.out}")
     return 0
 
 
