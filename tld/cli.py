@@ -17,7 +17,7 @@ from tld import __version__
 from tld.errors import TLDError
 
 # Modules under tld/commands that contribute subcommands, in the order they appear in --help.
-_COMMAND_MODULES = ("info", "preprocess", "train", "generate")
+_COMMAND_MODULES = ("info", "preprocess", "train", "vae", "generate", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,189 @@
+"""`tld eval fid` and `tld eval sweep`: FID/KID/precision-recall of a model against real images."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from tld.errors import TLDError
+from tld.eval.metrics import SmallSampleWarning
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    e = subparsers.add_parser(
+        "eval",
+        help="FID, KID, precision/recall and alignment of generated images",
+        description="Score a model's images against real ones (docs/eval.md).",
+    )
+    sub = e.add_subparsers(dest="eval_command", metavar="EVAL_COMMAND")
+    e.set_defaults(func=lambda args: (e.print_help(), 2)[1])
+
+    f = sub.add_parser("fid", help="one sampler setting", description="Generate N images and score them.")
+    _add_common(f)
+    f.add_argument("--sampler", required=True, help="sampler name, e.g. dpmpp_2m, heun, euler")
+    f.add_argument("--steps", type=int, required=True, help="sampling steps")
+    f.add_argument("--schedule", help="sigma schedule, e.g. tld, karras, exponential (default: the model's)")
+    f.add_argument("--cfg", type=float, help="guidance scale (default: the model's)")
+    f.add_argument("--out", help="write the results as JSON to this file")
+    f.set_defaults(func=run_fid)
+
+    s = sub.add_parser(
+        "sweep",
+        help="a grid over sampler x steps x schedule x cfg",
+        description="Score every combination; each cell is cached, so a rerun resumes. Writes results.md, "
+        "results.csv and fid_vs_nfe.png to --out.",
+    )
+    _add_common(s)
+    s.add_argument("--samplers", required=True, help="comma-separated sampler names")
+    s.add_argument("--steps", required=True, help="comma-separated step counts, e.g. 5,10,15,25")
+    s.add_argument(
+        "--schedules", default="default", help="comma-separated schedules ('default' = the model's)"
+    )
+    s.add_argument(
+        "--cfgs", default="default", help="comma-separated guidance scales ('default' = the model's)"
+    )
+    s.add_argument(
+        "--out", required=True, help="output folder (cells/, results.md, results.csv, fid_vs_nfe.png)"
+    )
+    s.set_defaults(func=run_sweep)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model folder or hub repo id")
+    p.add_argument("--data", required=True, help="real images: a shard folder (*.tar) or a folder of images")
+    p.add_argument(
+        "-n", "--num-images", dest="n", type=int, default=5000, help="images generated per setting"
+    )
+    p.add_argument("--real-n", type=int, help="real images in the reference (default: = -n)")
+    p.add_argument(
+        "--extractor", default="efficientnet-lite0", help="efficientnet-lite0 (offline, default) or inception"
+    )
+    p.add_argument("--inception-weights", help="pt_inception-2015-12-05-6726825d.pth (default: download)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per pipeline call (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="image k uses seed + k (default 0)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--dtype", help="pipeline dtype: float32, float16 or bfloat16")
+    p.add_argument(
+        "--cache-dir", help="reference statistics cache (default $TLD_EVAL_CACHE or ~/.cache/tld/eval)"
+    )
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+
+
+def _split(text: str, kind: type, what: str) -> list[Any]:
+    values = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part == "default" and kind is not int:
+            values.append(None)
+            continue
+        try:
+            values.append(kind(part))
+        except ValueError:
+            raise TLDError(
+                f"{what} must be comma-separated {kind.__name__}s, got {part!r} in {text!r}"
+            ) from None
+    if not values:
+        raise TLDError(f"{what} is empty: {text!r}")
+    return values
+
+
+def _fingerprint(folder: Path) -> str:
+    """sha1 of a model folder's file names, sizes and mtimes (a hub id is its own identity)."""
+    if not folder.is_dir():
+        return ""
+    h = hashlib.sha1()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{p.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _setup(args: argparse.Namespace):
+    """Check the cheap inputs first, then load the extractor, the pipeline and the reference set."""
+    from tld.eval.evaluate import EvalConfig, output_size
+    from tld.eval.features import load_extractor
+    from tld.eval.reference import dataset_fingerprint, reference_set
+
+    config = EvalConfig(n=args.n, seed=args.seed, batch_size=args.batch_size, progress=args.progress)
+    config.validate()
+    real_n = args.n if args.real_n is None else args.real_n
+    data_key = dataset_fingerprint(args.data)  # a missing or empty data folder fails here, before any loading
+    extractor = load_extractor(args.extractor, args.device, inception_weights=args.inception_weights)
+    from tld import TLDPipeline
+
+    pipe = TLDPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    ref = reference_set(args.data, extractor, output_size(pipe), real_n, args.cache_dir, args.progress)
+    identity = {
+        "model": str(args.model),
+        "model_files": _fingerprint(Path(args.model)),
+        "data": str(Path(args.data).resolve()),
+        "data_files": data_key,
+        "extractor": extractor.name,
+        "n_real": len(ref.features),
+    }
+    return config, extractor, pipe, ref, identity
+
+
+def _summary(r: dict[str, Any]) -> str:
+    return (
+        f"FID {r['fid']:.3f}  KID {r['kid_mean']:.5f} +- {r['kid_std']:.5f}  precision {r['precision']:.3f}  "
+        f"recall {r['recall']:.3f}  caption top-1 {r['align_top1']:.3f} (chance {r['align_chance_top1']:.3f})  "
+        f"NFE {r['nfe']}  [{r['n']} generated vs {r['n_real']} real, {r['extractor']}]"
+    )
+
+
+def _report_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    """Print each distinct small-sample warning once, as one line; return them."""
+    notes = sorted({str(w.message) for w in caught if issubclass(w.category, SmallSampleWarning)})
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    return notes
+
+
+def run_fid(args: argparse.Namespace) -> int:
+    from tld.eval.evaluate import SampleSettings, evaluate_setting
+
+    settings = SampleSettings(args.sampler, args.steps, args.schedule, args.cfg)
+    settings.validate()
+    config, extractor, pipe, ref, identity = _setup(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SmallSampleWarning)
+        result = evaluate_setting(pipe, ref, extractor, settings, config)
+    notes = _report_warnings(caught)
+    print(_summary(result))
+    if args.out:
+        from tld.common import write_json_atomic
+
+        write_json_atomic(args.out, {"identity": identity, "result": result, "warnings": notes})
+        print(f"wrote {args.out}")
+    return 0
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from tld.eval.sweep import SweepGrid
+    from tld.eval.sweep import run_sweep as sweep
+
+    grid = SweepGrid(
+        samplers=_split(args.samplers, str, "--samplers"),
+        steps=_split(args.steps, int, "--steps"),
+        schedules=_split(args.schedules, str, "--schedules"),
+        cfgs=_split(args.cfgs, float, "--cfgs"),
+    )
+    grid.cells()  # bad names fail before anything loads
+    config, extractor, pipe, ref, identity = _setup(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SmallSampleWarning)
+        result = sweep(pipe, ref, extractor, grid, config, args.out, identity)
+    _report_warnings(caught)
+    print(f"{result.computed} cell(s) computed, {result.reused} reused from {Path(args.out) / 'cells'}")
+    for path in result.paths.values():
+        print(f"wrote {path}")
+    print(json.dumps({"best_fid": min(r["fid"] for r in result.rows)}))
+    return 0

@@ -1,0 +1,170 @@
+"""One evaluation: generate N images with one sampler setting and score them against a reference set.
+
+Image k is generated from prompt k (the reference set's captions, cycled) with seed `seed + k`, so
+a setting's images do not depend on the batch size and every setting sees the same prompts and seeds.
+NFE is counted, not computed: a forward hook counts the denoiser's calls per batch. A guided step
+runs the conditional and unconditional rows in one batched call, so it counts once (multiply by 2
+for the literature's "NFE with CFG" when cfg != 1).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from tld.errors import TLDError
+from tld.eval.alignment import caption_rank_alignment
+from tld.eval.colour import hue_check, hue_check_dominants
+from tld.eval.features import FeatureExtractor, to_uint8_nhwc
+from tld.eval.metrics import fid_from_features, kid_from_features, precision_recall
+from tld.eval.reference import ReferenceSet
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """The sampler setting under test; None takes the model's default."""
+
+    sampler: str
+    steps: int
+    schedule: str | None = None
+    cfg: float | None = None
+
+    def validate(self) -> None:
+        from tld.diffusion import SAMPLERS, SCHEDULES
+
+        if self.sampler not in SAMPLERS:
+            raise TLDError(f"unknown sampler {self.sampler!r}; expected one of: {', '.join(SAMPLERS)}")
+        if self.schedule is not None and self.schedule not in SCHEDULES:
+            raise TLDError(f"unknown schedule {self.schedule!r}; expected one of: {', '.join(SCHEDULES)}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise TLDError(f"steps must be an integer >= 1, got {self.steps!r}")
+        if self.cfg is not None and not (isinstance(self.cfg, int | float) and self.cfg >= 0):
+            raise TLDError(f"cfg must be a number >= 0, got {self.cfg!r}")
+
+    @property
+    def label(self) -> str:
+        cfg = "default" if self.cfg is None else f"{self.cfg:g}"
+        return f"{self.sampler}-{self.steps}-{self.schedule or 'default'}-cfg{cfg}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class EvalConfig:
+    """How many images and how they are scored."""
+
+    n: int = 5000
+    seed: int = 0
+    batch_size: int = 16
+    pr_k: int = 3  # k of the precision/recall manifolds
+    align_k: int = 10  # real neighbours searched for the prompt's caption
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    progress: bool = True
+
+    def validate(self) -> None:
+        for name in ("n", "batch_size", "pr_k", "align_k", "kid_subsets"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (2 if name == "n" else 1):
+                raise TLDError(f"{name} must be an integer >= {2 if name == 'n' else 1}, got {value!r}")
+
+
+def output_size(pipe: Any) -> tuple[int, int]:
+    """(height, width) in pixels of the images a pipeline makes by default."""
+    h, w = pipe.denoiser.config.latent_size
+    f = pipe.vae.downsample_factor
+    return h * f, w * f
+
+
+def generate_images(
+    pipe: Any, prompts: list[str], settings: SampleSettings, config: EvalConfig
+) -> tuple[np.ndarray, int, dict[str, Any]]:
+    """uint8 (N, H, W, 3) images for the prompts (seed + k for image k), the NFE per image and the
+    settings the pipeline resolved (its defaults filled in)."""
+    calls = [0]
+    handle = pipe.denoiser.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    images, nfe, resolved = [], 0, {}
+    starts = range(0, len(prompts), config.batch_size)
+    try:
+        for start in tqdm(
+            starts, desc=f"sampling {settings.label}", disable=not config.progress, leave=False
+        ):
+            batch = prompts[start : start + config.batch_size]
+            calls[0] = 0
+            out = pipe(
+                batch,
+                cfg=settings.cfg,
+                steps=settings.steps,
+                sampler=settings.sampler,
+                schedule=settings.schedule,
+                seed=[config.seed + start + i for i in range(len(batch))],
+                output_type="np",
+                progress=False,
+            )
+            images.append(to_uint8_nhwc(np.asarray(out.images).transpose(0, 3, 1, 2)))
+            nfe = max(nfe, calls[0])
+            resolved = {k: out.settings.get(k) for k in ("sampler", "steps", "schedule", "cfg")}
+    finally:
+        handle.remove()
+    return np.concatenate(images), nfe, resolved
+
+
+def score(
+    gen_images: np.ndarray,
+    prompts: list[str],
+    ref: ReferenceSet,
+    extractor: FeatureExtractor,
+    config: EvalConfig,
+) -> dict[str, Any]:
+    """FID, KID, precision/recall, caption-rank alignment and the hue check of generated images."""
+    feats = extractor(gen_images, progress=config.progress)
+    if feats.shape[1] != ref.features.shape[1] or extractor.name != ref.extractor:
+        raise TLDError(
+            f"reference features come from {ref.extractor} ({ref.features.shape[1]}-d), generated ones from "
+            f"{extractor.name} ({feats.shape[1]}-d)"
+        )
+    kid_mean, kid_std = kid_from_features(
+        ref.features, feats, subsets=config.kid_subsets, subset_size=config.kid_subset_size, seed=config.seed
+    )
+    precision, recall = precision_recall(ref.features, feats, k=config.pr_k)
+    align = caption_rank_alignment(feats, prompts, ref.features, ref.captions, k=config.align_k)
+    real_hue = hue_check_dominants(ref.dominants, ref.captions)
+    return {
+        "fid": fid_from_features(ref.features, feats),
+        "kid_mean": kid_mean,
+        "kid_std": kid_std,
+        "precision": precision,
+        "recall": recall,
+        **align.to_dict(),
+        **hue_check(gen_images, prompts).to_dict(),
+        "real_hue_accuracy": real_hue.accuracy,
+    }
+
+
+def evaluate_setting(
+    pipe: Any, ref: ReferenceSet, extractor: FeatureExtractor, settings: SampleSettings, config: EvalConfig
+) -> dict[str, Any]:
+    """Generate config.n images with `settings` and score them; a flat dict of numbers and settings."""
+    settings.validate()
+    config.validate()
+    if not ref.captions:
+        raise TLDError("the reference set has no captions to prompt with")
+    prompts = [ref.captions[k % len(ref.captions)] for k in range(config.n)]
+    start = time.perf_counter()
+    images, nfe, resolved = generate_images(pipe, prompts, settings, config)
+    seconds = time.perf_counter() - start
+    return {
+        **settings.to_dict(),
+        **{f"used_{k}": v for k, v in resolved.items()},
+        "nfe": nfe,
+        "n": config.n,
+        "n_real": len(ref.features),
+        "extractor": ref.extractor,
+        **score(images, prompts, ref, extractor, config),
+        "seconds_per_image": seconds / config.n,
+    }
