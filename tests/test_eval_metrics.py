@@ -107,6 +107,14 @@ def test_precision_recall_identical_and_disjoint_sets():
     assert precision_recall(a, a.copy(), k=3) == (1.0, 1.0)
     p, r = precision_recall(a, gaussian(300, 8, seed=2, shift=100.0), k=3)
     assert p == 0.0 and r == 0.0
+    # Two samples of one distribution: both high; a shrunken fake set: precision high, recall low
+    # (mode collapse); a widened one: the reverse.
+    p, r = precision_recall(gaussian(500, 8, seed=1), gaussian(500, 8, seed=2), k=3)
+    assert p > 0.8 and r > 0.8
+    p, r = precision_recall(gaussian(500, 8, seed=1), 0.5 * gaussian(500, 8, seed=2), k=3)
+    assert p > 0.95 and r < 0.3
+    p, r = precision_recall(gaussian(500, 8, seed=1), 2 * gaussian(500, 8, seed=2), k=3)
+    assert p < 0.3 and r > 0.95
     # A fake set that covers only part of the real one: high precision, low recall.
     part = a[a[:, 0] > 1.0]
     p, r = precision_recall(a, part, k=3)
