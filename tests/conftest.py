@@ -10,6 +10,13 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))  # lets test files `from helpers import ...` in any import mode
 
+# The models in the tests are tiny: one intra-op thread is as fast as two for them, and on a shared
+# 2-core machine several multi-threaded torch processes spin against each other (seen: 20x slower).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 from helpers import make_tiny_hf_clip, make_tiny_open_clip, make_tiny_vae  # noqa: E402
 
 

@@ -154,8 +154,12 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
     return value
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a JSON/YAML config (or start from defaults) and apply `key.path=value` overrides."""
+def load_config(
+    path: str | os.PathLike | None = None, overrides: list[str] | None = None, cls: type = None
+) -> Any:
+    """Read a JSON/YAML config (or start from defaults) and apply `key.path=value` overrides.
+
+    `cls` is the config dataclass to build (TrainConfig by default; the VAE trainer passes its own)."""
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -167,7 +171,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
             raise TLDError(f"cannot parse {p}: {first_line(exc)}") from None
     for item in overrides or []:
         apply_override(data, item)
-    return TrainConfig.from_dict(data)
+    return _build(cls or TrainConfig, data, "")
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
