@@ -32,7 +32,6 @@ def measure(
     torch.manual_seed(0)
     cfg = DenoiserConfig.preset(preset)
     net = Denoiser(cfg).to(device)
-    net.validate_inputs = False
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     train_net = torch.compile(net) if compile_ else net
     c, (h, w) = cfg.in_channels, cfg.latent_size

@@ -16,7 +16,7 @@ import argparse
 from PIL import Image
 
 from tld.pipeline import TLDPipeline
-from tld.pipeline_io import save_png
+from tld.pipeline.images import save_png
 
 
 def grow_panorama(

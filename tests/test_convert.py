@@ -2,8 +2,11 @@
 
 `OriginalTLD` below re-implements the original network (github apapiu/transformer_latent_diffusion,
 tld/denoiser.py + tld/transformer_blocks.py) with its module names, so its state_dict has the
-original keys and shapes: post-norm blocks, self-attention with embed_dim // 64 heads, cross-attention
-with 4, heads taking channels interleaved ("(d h)"), 1x1 convs in the MLP, no attention out-projection.
+original keys and shapes, in both of upstream's variants:
+- "released" (branch legacy_dh_order, the published weights): post-norm blocks, self-attention with
+  embed_dim // 64 heads, cross-attention with 4, heads taking channels interleaved ("(d h)");
+- "main": pre-norm blocks (x + f(norm(x))), "(h d)" heads, embed_dim // 64 heads in both attentions.
+Both: 1x1 convs in the MLP, no attention out-projection, no final norm.
 """
 
 from __future__ import annotations
@@ -30,37 +33,43 @@ class _Fourier(nn.Module):
         return torch.cat([torch.sin(self.angular_speeds * x), torch.cos(self.angular_speeds * x)], dim=-1)
 
 
-def _heads_attention(q, k, v, heads):
-    # "bs n (d h) -> bs h n d": head index varies fastest along the channels.
+def _heads_attention(q, k, v, heads, variant):
     def split(t):
         b, n, e = t.shape
+        if variant == "main":  # "bs n (h d) -> bs h n d"
+            return t.reshape(b, n, heads, e // heads).permute(0, 2, 1, 3)
+        # "bs n (d h) -> bs h n d": head index varies fastest along the channels.
         return t.reshape(b, n, e // heads, heads).permute(0, 3, 1, 2)
 
     out = F.scaled_dot_product_attention(split(q), split(k), split(v))
     b, h, n, d = out.shape
+    if variant == "main":
+        return out.permute(0, 2, 1, 3).reshape(b, n, h * d)
     return out.permute(0, 2, 3, 1).reshape(b, n, d * h)
 
 
 class _SelfAttention(nn.Module):
-    def __init__(self, e):
+    def __init__(self, e, variant):
         super().__init__()
         self.qkv_linear = nn.Linear(e, 3 * e, bias=False)
-        self.heads = e // 64
+        self.heads, self.variant = e // 64, variant
 
     def forward(self, x):
         q, k, v = self.qkv_linear(x).chunk(3, dim=2)
-        return _heads_attention(q, k, v, self.heads)
+        return _heads_attention(q, k, v, self.heads, self.variant)
 
 
 class _CrossAttention(nn.Module):
-    def __init__(self, e):
+    def __init__(self, e, variant):
         super().__init__()
         self.kv_linear = nn.Linear(e, 2 * e, bias=False)
         self.q_linear = nn.Linear(e, e, bias=False)
+        self.heads = e // 64 if variant == "main" else 4
+        self.variant = variant
 
     def forward(self, x, y):
         k, v = self.kv_linear(y).chunk(2, dim=2)
-        return _heads_attention(self.q_linear(x), k, v, 4)
+        return _heads_attention(self.q_linear(x), k, v, self.heads, self.variant)
 
 
 class _SepConvMLP(nn.Module):
@@ -82,14 +91,19 @@ class _SepConvMLP(nn.Module):
 
 
 class _DecoderBlock(nn.Module):
-    def __init__(self, e, mult):
+    def __init__(self, e, mult, variant):
         super().__init__()
-        self.self_attention = _SelfAttention(e)
-        self.cross_attention = _CrossAttention(e)
+        self.self_attention = _SelfAttention(e, variant)
+        self.cross_attention = _CrossAttention(e, variant)
         self.mlp = _SepConvMLP(e, mult)
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(e), nn.LayerNorm(e), nn.LayerNorm(e)
+        self.variant = variant
 
     def forward(self, x, y):
+        if self.variant == "main":
+            x = self.self_attention(self.norm1(x)) + x
+            x = self.cross_attention(self.norm2(x), y) + x
+            return self.mlp(self.norm3(x)) + x
         x = self.norm1(self.self_attention(x) + x)
         x = self.norm2(self.cross_attention(x, y) + x)
         return self.norm3(self.mlp(x) + x)
@@ -101,7 +115,7 @@ class _Flatten(nn.Module):
 
 
 class _TransBlock(nn.Module):
-    def __init__(self, patch, image, e, layers, mult, channels):
+    def __init__(self, patch, image, e, layers, mult, channels, variant):
         super().__init__()
         patch_dim = channels * patch * patch
         seq = (image // patch) ** 2
@@ -115,7 +129,7 @@ class _TransBlock(nn.Module):
         )
         self.pos_embed = nn.Embedding(seq, e)
         self.register_buffer("precomputed_pos_enc", torch.arange(seq).long())
-        self.decoder_blocks = nn.ModuleList(_DecoderBlock(e, mult) for _ in range(layers))
+        self.decoder_blocks = nn.ModuleList(_DecoderBlock(e, mult, variant) for _ in range(layers))
         self.out_proj = nn.Sequential(nn.Linear(e, patch_dim))
 
     def forward(self, x, cond):
@@ -130,7 +144,9 @@ class _TransBlock(nn.Module):
 
 
 class OriginalTLD(nn.Module):
-    def __init__(self, image_size, noise_embed_dims, patch_size, embed_dim, n_layers, text_emb_size, mult=4):
+    def __init__(
+        self, image_size, noise_embed_dims, patch_size, embed_dim, n_layers, text_emb_size, variant="released"
+    ):
         super().__init__()
         self.fourier_feats = nn.Sequential(
             _Fourier(noise_embed_dims),
@@ -138,7 +154,7 @@ class OriginalTLD(nn.Module):
             nn.GELU(),
             nn.Linear(embed_dim, embed_dim),
         )
-        self.denoiser_trans_block = _TransBlock(patch_size, image_size, embed_dim, n_layers, mult, 4)
+        self.denoiser_trans_block = _TransBlock(patch_size, image_size, embed_dim, n_layers, 4, 4, variant)
         self.norm = nn.LayerNorm(embed_dim)
         self.label_proj = nn.Linear(text_emb_size, embed_dim)
 
@@ -149,9 +165,9 @@ class OriginalTLD(nn.Module):
         return self.denoiser_trans_block(x, self.norm(cond))
 
 
-def _original(seed=0, embed=128, layers=2, image=8, patch=2, noise_dims=32, text=24):
+def _original(seed=0, embed=128, layers=2, image=8, patch=2, noise_dims=32, text=24, variant="released"):
     torch.manual_seed(seed)
-    net = OriginalTLD(image, noise_dims, patch, embed, layers, text).eval()
+    net = OriginalTLD(image, noise_dims, patch, embed, layers, text, variant).eval()
     # Non-trivial norms and biases, so a mis-mapped LayerNorm or bias cannot go unnoticed.
     with torch.no_grad():
         for name, p in net.named_parameters():
@@ -169,16 +185,19 @@ def _inputs(batch=3, image=8, text=24, seed=1):
     )
 
 
-def test_converted_outputs_equal_original():
-    orig = _original()
-    net = load_original_tld(orig.state_dict())
+@pytest.mark.parametrize("variant", ["released", "main"])
+def test_converted_outputs_equal_original(variant):
+    # embed 256: 4 heads, so "main" (256 // 64 = 4 cross heads, "(h d)") and "released" ("(d h)")
+    # differ in every attention; each must match only its own reference.
+    orig = _original(embed=256, variant=variant)
+    net = load_original_tld(orig.state_dict(), variant=variant)
     x, t, label = _inputs()
     with torch.no_grad():
-        expected, got = orig(x, t, label), net(x, t, label)
+        expected, got = orig(x, t, label), net(x, t, text_emb=label)
     assert expected.abs().mean() > 0.1
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     # Noise level as (B,) gives the same result as the original's (B, 1).
-    torch.testing.assert_close(net(x, t[:, 0], label), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(net(x, t[:, 0], text_emb=label), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_inferred_config_reads_shapes():
@@ -204,7 +223,7 @@ def test_checkpoint_file_with_ema_and_compile_prefix(tmp_path):
     net = load_original_tld(path, config=cfg)
     x, t, label = _inputs(image=16)
     with torch.no_grad():
-        torch.testing.assert_close(net(x, t, label), orig(x, t, label), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(net(x, t, text_emb=label), orig(x, t, label), rtol=1e-5, atol=1e-5)
 
 
 def test_converted_model_round_trips_through_save_pretrained(tmp_path):
@@ -213,7 +232,7 @@ def test_converted_model_round_trips_through_save_pretrained(tmp_path):
     net = Denoiser.from_pretrained(tmp_path / "m").eval()
     x, t, label = _inputs(seed=9)
     with torch.no_grad():
-        torch.testing.assert_close(net(x, t, label), orig(x, t, label), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(net(x, t, text_emb=label), orig(x, t, label), rtol=1e-5, atol=1e-5)
 
 
 def test_missing_and_unexpected_keys_are_named():
@@ -245,3 +264,28 @@ def test_not_a_checkpoint(tmp_path):
     torch.save({"weights": torch.zeros(2)}, path)
     with pytest.raises(TLDError, match="label_proj.weight"):
         load_original_tld(path)
+
+
+def test_variants_are_different_networks_for_the_same_weights():
+    orig = _original(embed=256, variant="main")
+    x, t, label = _inputs()
+    with torch.no_grad():
+        wrong = load_original_tld(orig.state_dict(), variant="released")(x, t, text_emb=label)
+        assert (wrong - orig(x, t, label)).abs().max() > 1e-2
+    main_cfg = load_original_tld(orig.state_dict(), variant="main").config
+    assert (main_cfg.norm_position, main_cfg.head_layout, main_cfg.cross_attn_heads) == ("pre", "split", 4)
+    assert not main_cfg.final_norm
+    with pytest.raises(TLDError, match=r"variant must be one of \('released', 'main'\), got 'dev'"):
+        load_original_tld(orig.state_dict(), variant="dev")
+
+
+def test_convert_command_takes_the_variant(tmp_path):
+    from tld.cli import main
+
+    orig = _original(embed=256, variant="main")
+    torch.save(orig.state_dict(), tmp_path / "main.pth")
+    assert main(["convert", str(tmp_path / "main.pth"), "-o", str(tmp_path / "m"), "--variant", "main"]) == 0
+    net = Denoiser.from_pretrained(tmp_path / "m").eval()
+    x, t, label = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, t, text_emb=label), orig(x, t, label), rtol=1e-5, atol=1e-5)

@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tld.cli import main as cli_main
 from tld.errors import TLDError
-from tld.model import Denoiser, DenoiserConfig, forward_flops
+from tld.model import Denoiser, DenoiserConfig, check_inputs, forward_flops
 
 TINY = DenoiserConfig.preset("tiny")
 
@@ -63,18 +63,18 @@ def test_config_json_round_trip_and_unknown_keys(tmp_path):
 def test_forward_shapes_for_inpainting_channels_and_other_sizes():
     net = _net(in_channels=9, out_channels=4)
     x, t, text = _batch(c=9)
-    assert net(x, t, text).shape == (3, 4, 8, 8)
+    assert net(x, t, text_emb=text).shape == (3, 4, 8, 8)
     x, t, text = _batch(h=12, w=6, c=9)
-    assert net(x, t[:, None], text).shape == (3, 4, 12, 6)
+    assert net(x, t[:, None], text_emb=text).shape == (3, 4, 12, 6)
     # A scalar noise level applies to every row.
-    assert torch.equal(net(x, 0.5, text), net(x, torch.full((3,), 0.5), text))
+    assert torch.equal(net(x, 0.5, text_emb=text), net(x, torch.full((3,), 0.5), text_emb=text))
 
 
 def test_rows_are_independent():
     net = _net()
     x, t, text = _batch()
-    full = net(x, t, text)
-    torch.testing.assert_close(net(x[1:2], t[1:2], text[1:2]), full[1:2], rtol=1e-5, atol=1e-6)
+    full = net(x, t, text_emb=text)
+    torch.testing.assert_close(net(x[1:2], t[1:2], text_emb=text[1:2]), full[1:2], rtol=1e-5, atol=1e-6)
 
 
 def test_ffn_uses_the_true_non_square_grid():
@@ -106,12 +106,12 @@ def test_drop_cond_equals_null_condition_for_pooled_and_token_text():
     net = _net()
     x, t, text = _batch()
     drop = torch.tensor([True, False, True])
-    out = net(x, t, text, drop_cond=drop)
-    null = net(x, t, None)
+    out = net(x, t, text_emb=text, drop_cond=drop)
+    null = net(x, t, text_emb=None)
     torch.testing.assert_close(out[drop], null[drop], rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(out[~drop], net(x, t, text)[~drop], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out[~drop], net(x, t, text_emb=text)[~drop], rtol=1e-5, atol=1e-6)
     tokens = torch.randn(3, 5, 16)
-    out = net(x, t, tokens, drop_cond=drop)
+    out = net(x, t, text_emb=tokens, drop_cond=drop)
     torch.testing.assert_close(out[drop], null[drop], rtol=1e-5, atol=1e-6)
     assert (out[~drop] - null[~drop]).abs().max() > 1e-3
 
@@ -123,33 +123,44 @@ def test_masked_text_tokens_are_ignored():
     mask = torch.tensor([[True] * 6, [True] * 3 + [False] * 3, [True] + [False] * 5])
     changed = tokens.clone()
     changed[~mask] = 100.0
-    torch.testing.assert_close(net(x, t, tokens, mask), net(x, t, changed, mask), rtol=1e-5, atol=1e-6)
-    assert (net(x, t, tokens, mask)[1] - net(x, t, tokens)[1]).abs().max() > 1e-3
+    torch.testing.assert_close(
+        net(x, t, text_emb=tokens, text_mask=mask),
+        net(x, t, text_emb=changed, text_mask=mask),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    assert (net(x, t, text_emb=tokens, text_mask=mask)[1] - net(x, t, text_emb=tokens)[1]).abs().max() > 1e-3
 
 
 def test_class_labels_null_class_and_learned_null():
     net = _net(num_classes=4, learned_null=True)
     x, t, text = _batch()
     labels = torch.tensor([0, 1, 3])
-    out = net(x, t, text, class_labels=labels)
-    assert (out - net(x, t, text, class_labels=torch.tensor([2, 2, 2]))).abs().amax(
+    out = net(x, t, text_emb=text, class_labels=labels)
+    assert (out - net(x, t, text_emb=text, class_labels=torch.tensor([2, 2, 2]))).abs().amax(
         dim=(1, 2, 3)
     ).min() > 1e-4
-    dropped = net(x, t, text, class_labels=labels, drop_cond=torch.ones(3, dtype=torch.bool))
+    dropped = net(x, t, text_emb=text, class_labels=labels, drop_cond=torch.ones(3, dtype=torch.bool))
     torch.testing.assert_close(dropped, net(x, t), rtol=1e-5, atol=1e-6)
     # The learned null vector is what `text_emb=None` feeds the text projection.
     as_text = net.null_text.detach().expand(3, -1)
-    torch.testing.assert_close(net(x, t, as_text), net(x, t), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(net(x, t, text_emb=as_text), net(x, t), rtol=1e-5, atol=1e-6)
 
 
 def test_extra_cond_none_means_zeros_and_starts_as_no_op():
     net = _net(extra_cond_dim=3)
     x, t, text = _batch()
-    torch.testing.assert_close(net(x, t, text), net(x, t, text, extra_cond=torch.zeros(3, 3)))
-    assert (net(x, t, text, extra_cond=torch.ones(3, 3)) - net(x, t, text)).abs().max() > 1e-3
+    torch.testing.assert_close(
+        net(x, t, text_emb=text), net(x, t, text_emb=text, extra_cond=torch.zeros(3, 3))
+    )
+    assert (
+        net(x, t, text_emb=text, extra_cond=torch.ones(3, 3)) - net(x, t, text_emb=text)
+    ).abs().max() > 1e-3
     torch.manual_seed(0)
     fresh = Denoiser(TINY.replace(extra_cond_dim=3)).eval()
-    torch.testing.assert_close(fresh(x, t, text, extra_cond=torch.randn(3, 3)), fresh(x, t, text))
+    torch.testing.assert_close(
+        fresh(x, t, text_emb=text, extra_cond=torch.randn(3, 3)), fresh(x, t, text_emb=text)
+    )
 
 
 def test_save_and_load_pretrained(tmp_path):
@@ -160,7 +171,7 @@ def test_save_and_load_pretrained(tmp_path):
     assert saved["ema"] is True and saved["denoiser"]["norm_position"] == "post"
     back = Denoiser.from_pretrained(tmp_path).eval()
     x, t, text = _batch()
-    assert torch.equal(back(x, t, text), net(x, t, text))
+    assert torch.equal(back(x, t, text_emb=text), net(x, t, text_emb=text))
 
     saved["denoiser"]["embed_dim"] = 64
     (tmp_path / "config.json").write_text(json.dumps(saved))
@@ -182,7 +193,7 @@ def test_analytic_flops_match_torch_flop_counter(changes):
     )
     # The math backend decomposes attention into matmuls the counter sees.
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        net(x, t, text, **kwargs)
+        net(x, t, text_emb=text, **kwargs)
     assert forward_flops(cfg, 2, 8, 12) == counter.get_total_flops()
 
 
@@ -194,7 +205,7 @@ def test_tiny_model_learns_a_fixed_batch():
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
     losses = []
     for _ in range(40):
-        loss = F.mse_loss(net(x, t, text), target)
+        loss = F.mse_loss(net(x, t, text_emb=text), target)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -230,13 +241,13 @@ def test_bad_inputs_raise_clear_errors(kwargs, message):
         "text_emb": torch.randn(2, 16),
     } | kwargs
     with pytest.raises(TLDError, match=message):
-        net(args.pop("x"), args.pop("noise_level"), **args)
+        check_inputs(net.config, args.pop("x"), args.pop("noise_level"), **args)
 
 
 def test_class_label_range_is_checked():
     net = _net(num_classes=3)
     with pytest.raises(TLDError, match=r"class_labels must lie in \[0, 3\].*got values in \[0, 4\]"):
-        net(torch.randn(2, 4, 8, 8), torch.rand(2), class_labels=torch.tensor([0, 4]))
+        check_inputs(net.config, torch.randn(2, 4, 8, 8), torch.rand(2), class_labels=torch.tensor([0, 4]))
 
 
 def test_tld_info_prints_counts_and_shapes(capsys, tmp_path):

@@ -190,13 +190,14 @@ def test_tld_imports_exist(notebook):
 
 def _allowed_keywords(func) -> set[str] | None:
     """Parameter names of `func`; for TLDPipeline methods with **kwargs add what make_job accepts."""
-    from tld.generation import SamplingDefaults, make_job
+    from tld.pipeline.sampling import SamplingDefaults, make_job
 
     params = inspect.signature(func).parameters
     names = {n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
     if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
         return names
-    if getattr(func, "__qualname__", "").split(".")[0] in ("TLDPipeline", "ImageEditing"):
+    pipeline_method = getattr(func, "__qualname__", "").split(".")[0] == "TLDPipeline"
+    if pipeline_method or getattr(func, "__module__", "") == "tld.pipeline.edit":
         job = set(inspect.signature(make_job).parameters) - {"defaults", "default_schedule", "overrides"}
         return names | job | {f.name for f in fields(SamplingDefaults)}
     return None
@@ -253,7 +254,7 @@ def test_call_keywords_exist(notebook):
 
 def test_training_config_builds():
     """The config dict of train_your_own.ipynb is a valid TrainConfig (unknown keys are errors)."""
-    from tld.train import TrainConfig
+    from tld.training import TrainConfig
 
     nb = load(COLAB / "train_your_own.ipynb")
     values = notebook_variables(nb)

@@ -14,7 +14,7 @@ from tld.cli import main
 from tld.errors import TLDError
 from tld.model import Denoiser
 from tld.model.convert import load_original_tld
-from tld.pipeline_io import make_grid, read_png_metadata, save_png
+from tld.pipeline.images import make_grid, read_png_metadata, save_png
 
 
 @pytest.fixture(scope="module")
@@ -134,5 +134,5 @@ def test_convert_writes_a_model_folder_with_hub_specs(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["model_folder"] == str(out)
     x, t, label = torch.randn(2, 4, 8, 8), torch.rand(2), torch.randn(2, TEXT_DIM)
     with torch.no_grad():
-        expected = load_original_tld(net.state_dict())(x, t, label)
-        torch.testing.assert_close(Denoiser.from_pretrained(out)(x, t, label), expected)
+        expected = load_original_tld(net.state_dict())(x, t, text_emb=label)
+        torch.testing.assert_close(Denoiser.from_pretrained(out)(x, t, text_emb=label), expected)

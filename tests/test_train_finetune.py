@@ -8,9 +8,9 @@ from train_fixtures import write_dataset
 from tld.data import LatentDataset
 from tld.errors import TLDError
 from tld.model import Denoiser, DenoiserConfig
+from tld.model.surgery import grow_input_channels
 from tld.training.checkpoint import read_state
 from tld.training.config import load_config
-from tld.training.inpaint import grow_input_channels
 from tld.training.loop import train
 from tld.training.objective import build_model
 

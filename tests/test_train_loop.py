@@ -238,7 +238,7 @@ def test_two_processes_with_torchrun(tmp_path):
     import sys
 
     write_dataset(tmp_path / "data", n=32)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "tld.train"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "tld.training"]
     for item in (
         f"data.path={tmp_path / 'data'}",
         "model_preset=tiny",

@@ -5,8 +5,9 @@ import torch
 from torch import nn
 
 from tld.errors import TLDError
+from tld.model.surgery import inpaint_concat
 from tld.training import checkpoint as ckpt
-from tld.training.augment import AUGMENT_COND_DIM, augment_latents, inpaint_concat, random_masks
+from tld.training.augment import AUGMENT_COND_DIM, augment_latents, random_masks
 from tld.training.config import load_config
 from tld.training.ema import EMA
 

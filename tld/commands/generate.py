@@ -1,7 +1,7 @@
 """`tld generate`, `tld img2img`, `tld inpaint`, `tld outpaint` and `tld convert`.
 
 Every PNG written carries its prompt(s), seed(s) and settings in a text chunk that
-`tld.pipeline_io.read_png_metadata` reads back (and a human-readable "parameters" copy).
+`tld.pipeline.images.read_png_metadata` reads back (and a human-readable "parameters" copy).
 """
 
 from __future__ import annotations
@@ -63,6 +63,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--vae", default=None, help="VAE hub id (default madebyollin/sdxl-vae-fp16-fix)")
     c.add_argument("--clip-model", default="ViT-L-14", help="open_clip model name (default ViT-L-14)")
     c.add_argument("--clip-pretrained", default="openai", help="open_clip pretrained tag (default openai)")
+    c.add_argument(
+        "--variant",
+        choices=("released", "main"),
+        default="released",
+        help="which upstream network trained the checkpoint: 'released' (the published weights; "
+        "post-norm) or 'main' (upstream's main branch; pre-norm). Default released",
+    )
     c.set_defaults(func=run_convert)
 
 
@@ -128,7 +135,7 @@ def _prompt(args: argparse.Namespace) -> str | list[str]:
 
 def save_output(out, output: str | Path, separate: bool, source: str) -> list[Path]:
     """Write a TLDOutput as one grid PNG or one PNG per image, with settings in the metadata."""
-    from tld.pipeline_io import make_grid, numbered_paths, save_png
+    from tld.pipeline.images import make_grid, numbered_paths, save_png
 
     if separate or len(out) == 1:
         paths = numbered_paths(output, len(out))
@@ -188,7 +195,7 @@ def run_convert(args: argparse.Namespace) -> int:
 
     text = {"backend": "open_clip", "model": args.clip_model, "pretrained": args.clip_pretrained}
     folder = TLDPipeline.convert_original(
-        args.state_dict, args.output, vae=args.vae or ORIGINAL_VAE, text_encoder=text
+        args.state_dict, args.output, vae=args.vae or ORIGINAL_VAE, text_encoder=text, variant=args.variant
     )
     print(json.dumps({"model_folder": str(folder), "vae": args.vae or ORIGINAL_VAE, "text_encoder": text}))
     return 0

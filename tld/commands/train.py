@@ -9,7 +9,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a denoiser on a latent dataset",
-        description="Train on a precomputed latent dataset. Multi-GPU: `accelerate launch -m tld.train ...`.",
+        description="Train on a precomputed latent dataset. Multi-GPU: `accelerate launch -m tld.training ...`.",
     )
     p.add_argument("--config", help="training config (YAML or JSON); defaults apply to what it leaves out")
     p.add_argument(
@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     import yaml
 
-    from tld.train import load_config, train
+    from tld.training import load_config, train
 
     overrides = list(args.overrides)
     if args.resume:
@@ -72,7 +72,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from tld.export import export_checkpoint
+    from tld.training.export import export_checkpoint
 
     out = export_checkpoint(args.checkpoint, args.out_dir, ema=not args.no_ema)
     print(f"exported {'raw' if args.no_ema else 'EMA'} weights of {args.checkpoint} to {out}")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tld.errors import TLDError, check_keys
+from tld.model.files import CONFIG_NAME, read_json
 
 NORM_POSITIONS = ("pre", "post")
 # "split": head k owns channels [k*d, (k+1)*d). "interleaved": head k owns channels k, k+h, k+2h, ...
@@ -39,6 +40,7 @@ class DenoiserConfig:
     extra_cond_dim: int = 0  # > 0 adds an extra conditioning vector (augmentation levels)
     learned_null: bool = False  # learn the null text vector instead of using zeros
     norm_position: str = "pre"  # "post" reproduces the original blocks
+    final_norm: bool = True  # pre-norm only: a LayerNorm before the output (upstream TLD main has none)
     head_layout: str = "split"
     # Width of the flattened patch before projection; None: in_channels * patch_size**2. Inpainting
     # models grown from a base keep the base's width so the grown model starts equal to it.
@@ -130,16 +132,13 @@ class DenoiserConfig:
             return cls.preset(str(path))
         p = Path(path)
         if p.is_dir():
-            p = p / "config.json"
+            p = p / CONFIG_NAME
         if not p.is_file():
             raise TLDError(
                 f"expected a preset ({', '.join(sorted(PRESETS))}), a config JSON file or a model "
                 f"folder, got {str(path)!r} (no such file)"
             )
-        try:
-            data = json.loads(p.read_text())
-        except json.JSONDecodeError as exc:
-            raise TLDError(f"{p} is not valid JSON: {exc}") from None
+        data = read_json(p)
         # A model folder's config.json nests the denoiser config under "denoiser".
         if isinstance(data, dict) and isinstance(data.get("denoiser"), dict):
             data = data["denoiser"]

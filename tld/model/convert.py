@@ -1,9 +1,15 @@
 """Load checkpoints of the original Transformer Latent Diffusion (github apapiu/transformer_latent_diffusion).
 
 The released `state_dict_378000.pth` is the EMA state dict of the 101M model; training checkpoints
-hold it under "model_ema". The original blocks are post-norm, self-attention has embed_dim // 64
-heads, cross-attention 4, and heads take channels interleaved ("(d h)"); the converted Denoiser is
-configured to compute exactly that function.
+hold it under "model_ema". Two networks share these keys, so the caller names the variant:
+
+- "released": the published weights' network (upstream branch legacy_dh_order): post-norm blocks,
+  self-attention with embed_dim // 64 heads, cross-attention with 4, heads taking channels
+  interleaved ("(d h)").
+- "main": upstream's main branch: pre-norm blocks, "(h d)" heads, embed_dim // 64 heads in both
+  attentions, and no final LayerNorm.
+
+The converted Denoiser is configured to compute exactly the chosen function.
 """
 
 from __future__ import annotations
@@ -92,7 +98,15 @@ def _get(state: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
     return state[key]
 
 
-def infer_config(state: Mapping[str, torch.Tensor]) -> DenoiserConfig:
+VARIANTS = ("released", "main")
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise TLDError(f"variant must be one of {VARIANTS}, got {variant!r}")
+
+
+def infer_config(state: Mapping[str, torch.Tensor], variant: str = "released") -> DenoiserConfig:
     """Read the original model's hyper-parameters off its tensor shapes."""
     text = _get(state, "label_proj.weight")
     noise = _get(state, "fourier_feats.1.weight")
@@ -107,7 +121,7 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> DenoiserConfig:
             f"the original TLD uses a square token grid, but pos_embed has {pos.shape[0]} positions"
         )
     depth = 1 + max(int(m.group(1)) for k in state if (m := _BLOCK.match(k)))
-    return DenoiserConfig(
+    shape = DenoiserConfig(
         in_channels=channels,
         out_channels=out.shape[0] // (patch * patch),
         latent_size=(side * patch, side * patch),
@@ -115,22 +129,23 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> DenoiserConfig:
         embed_dim=embed,
         depth=depth,
         num_heads=max(1, embed // 64),
-        cross_heads=4,
         mlp_ratio=fc1.shape[0] // embed,
         noise_embed_dim=noise.shape[1],
         text_dim=text.shape[1],
-        norm_position="post",
-        head_layout="interleaved",
     )
+    return original_config(shape, variant)
 
 
-def original_config(config: DenoiserConfig | None = None) -> DenoiserConfig:
-    """The given (or default) config, switched to the original blocks' arithmetic."""
-    cfg = config if config is not None else DenoiserConfig()
-    return cfg.replace(
+def original_config(config: DenoiserConfig | None = None, variant: str = "released") -> DenoiserConfig:
+    """The given (or default) config, switched to the arithmetic of the variant's blocks."""
+    _check_variant(variant)
+    net = config if config is not None else DenoiserConfig()
+    if variant == "main":
+        return net.replace(norm_position="pre", head_layout="split", final_norm=False)
+    return net.replace(
         norm_position="post",
         head_layout="interleaved",
-        cross_heads=4 if cfg.cross_heads is None else cfg.cross_heads,
+        cross_heads=4 if net.cross_heads is None else net.cross_heads,
     )
 
 
@@ -164,15 +179,18 @@ def rename_original(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
 def load_original_tld(
     path_or_state_dict: str | Path | Mapping[str, torch.Tensor],
     config: DenoiserConfig | None = None,
+    variant: str = "released",
 ) -> Denoiser:
-    """A Denoiser computing the original TLD network for the given weights.
+    """A Denoiser computing the original TLD network of `variant` ("released" | "main") for the weights.
 
-    `config=None` infers the shape from the tensors; a given config is switched to post-norm and
-    the original head layout, and must match the tensors' shapes.
+    `config=None` infers the shape from the tensors; a given config is switched to the variant's
+    norms and head layout, and must match the tensors' shapes. Both variants have the same keys:
+    only the caller knows which network trained them.
     """
+    _check_variant(variant)
     state = _read(path_or_state_dict)
-    cfg = original_config(config) if config is not None else infer_config(state)
-    net = Denoiser(cfg)
+    shape = original_config(config, variant) if config is not None else infer_config(state, variant)
+    net = Denoiser(shape)
     source = "original TLD checkpoint" if isinstance(path_or_state_dict, Mapping) else str(path_or_state_dict)
     load_checked(net, rename_original(state), source)
     return net.eval()

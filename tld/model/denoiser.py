@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -12,16 +11,9 @@ from torch import nn
 from tld.errors import TLDError
 from tld.model.blocks import PatchEmbed, SinusoidalEmbedding, TransformerBlock
 from tld.model.config import DenoiserConfig
-from tld.model.inputs import check_inputs
+from tld.model.files import CONFIG_NAME, WEIGHTS_NAME, update_config_json
+from tld.model.inputs import Conditioning
 from tld.model.state import load_checked
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "denoiser.safetensors"
-
-
-def _compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and compiler.is_compiling())
 
 
 class Denoiser(nn.Module):
@@ -29,7 +21,8 @@ class Denoiser(nn.Module):
 
     Conditioning tokens: the noise-level embedding (plus the optional extra conditioning vector),
     the projected text embedding(s) and an optional class token, LayerNorm-ed together; every block
-    cross-attends to them.
+    cross-attends to them. `forward` is pure math: inputs are checked where they enter
+    (`tld.model.check_inputs`, called by the pipeline, the dataset and the first training batch).
     """
 
     def __init__(self, config: DenoiserConfig | None = None):
@@ -37,7 +30,6 @@ class Denoiser(nn.Module):
         cfg = config if config is not None else DenoiserConfig()
         self.config = cfg
         e = cfg.embed_dim
-        self.validate_inputs = True  # checks cost a device sync; benchmarks may switch them off
 
         self.noise_embed = SinusoidalEmbedding(cfg.noise_embed_dim)
         self.noise_mlp = nn.Sequential(nn.Linear(cfg.noise_embed_dim, e), nn.GELU(), nn.Linear(e, e))
@@ -68,7 +60,8 @@ class Denoiser(nn.Module):
             for _ in range(cfg.depth)
         )
         # Post-norm blocks already end in a LayerNorm; pre-norm ones need one before the output.
-        self.final_norm = nn.LayerNorm(e) if cfg.norm_position == "pre" else nn.Identity()
+        pre_norm_end = cfg.norm_position == "pre" and cfg.final_norm
+        self.final_norm = nn.LayerNorm(e) if pre_norm_end else nn.Identity()
         self.out_proj = nn.Linear(e, cfg.out_channels * cfg.patch_size**2)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
@@ -89,36 +82,30 @@ class Denoiser(nn.Module):
         return torch.zeros(self.config.text_dim, device=device, dtype=dtype)
 
     def conditioning(
-        self,
-        batch: int,
-        noise_level: torch.Tensor,
-        text_emb: torch.Tensor | None,
-        text_mask: torch.Tensor | None,
-        class_labels: torch.Tensor | None,
-        extra_cond: torch.Tensor | None,
-        drop_cond: torch.Tensor | None,
+        self, batch: int, noise_level: torch.Tensor, c: Conditioning
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The normalised conditioning tokens (B, M, E) and their key mask (B, M) or None."""
         cfg = self.config
         weight = self.noise_mlp[0].weight
+        drop_cond = c.drop_cond
         noise_level = noise_level.reshape(-1).expand(batch) if noise_level.numel() == 1 else noise_level
         noise_tok = self.noise_mlp(self.noise_embed(noise_level).to(weight.dtype))
         if self.extra_proj is not None:
             # None means an all-zero vector, whose projection is just the bias.
-            extra = (
-                self.extra_proj.bias if extra_cond is None else self.extra_proj(extra_cond.to(weight.dtype))
+            extra = c.extra_cond
+            noise_tok = noise_tok + (
+                self.extra_proj.bias if extra is None else self.extra_proj(extra.to(weight.dtype))
             )
-            noise_tok = noise_tok + extra
         tokens = [noise_tok[:, None]]
         masks: list[torch.Tensor | None] = [None]
 
         if self.text_proj is not None:
             null = self.null_text_vector(weight.device, weight.dtype)
-            if text_emb is None:
+            if c.text_emb is None:
                 text, mask = null.expand(batch, 1, -1), None
             else:
-                text = text_emb.to(weight.dtype)
-                text, mask = (text[:, None], None) if text.ndim == 2 else (text, text_mask)
+                text = c.text_emb.to(weight.dtype)
+                text, mask = (text[:, None], None) if text.ndim == 2 else (text, c.text_mask)
             if drop_cond is not None:
                 text = torch.where(drop_cond[:, None, None], null, text)
                 if text.shape[1] > 1:
@@ -131,7 +118,7 @@ class Denoiser(nn.Module):
 
         if self.class_embed is not None:
             null_class = torch.full((batch,), cfg.num_classes, device=weight.device, dtype=torch.long)
-            labels = null_class if class_labels is None else class_labels.long()
+            labels = null_class if c.class_labels is None else c.class_labels.long()
             if drop_cond is not None:
                 labels = torch.where(drop_cond, null_class, labels)
             tokens.append(self.class_embed(labels)[:, None])
@@ -147,30 +134,22 @@ class Denoiser(nn.Module):
         return cond, torch.cat(full, dim=1)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        noise_level: torch.Tensor | float,
-        text_emb: torch.Tensor | None = None,
-        text_mask: torch.Tensor | None = None,
-        class_labels: torch.Tensor | None = None,
-        extra_cond: torch.Tensor | None = None,
-        drop_cond: torch.Tensor | None = None,
+        self, x: torch.Tensor, noise_level: torch.Tensor | float, **conditioning: torch.Tensor | None
     ) -> torch.Tensor:
+        """(B, in_channels, H, W) and the noise level -> (B, out_channels, H, W).
+
+        Conditioning is keyword-only: text_emb, text_mask, class_labels, extra_cond, drop_cond
+        (see `tld.model.Conditioning`); a missing one means its null value.
+        """
         if not torch.is_tensor(noise_level):
             noise_level = torch.tensor(float(noise_level), device=x.device)
-        if self.validate_inputs and not _compiling():
-            check_inputs(
-                self.config, x, noise_level, text_emb, text_mask, class_labels, extra_cond, drop_cond
-            )
         cfg = self.config
         b, _, h, w = x.shape
         p = cfg.patch_size
         grid = (h // p, w // p)
 
         tokens = self.patch_embed(x) + self.positional(grid).to(x.dtype)
-        cond, mask = self.conditioning(
-            b, noise_level, text_emb, text_mask, class_labels, extra_cond, drop_cond
-        )
+        cond, mask = self.conditioning(b, noise_level, Conditioning(**conditioning))
         for block in self.blocks:
             tokens = block(tokens, cond, mask, grid)
         out = self.out_proj(self.final_norm(tokens))
@@ -182,11 +161,7 @@ class Denoiser(nn.Module):
         from safetensors.torch import save_file
 
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        config_path = folder / CONFIG_NAME
-        data = json.loads(config_path.read_text()) if config_path.is_file() else {}
-        data["denoiser"] = self.config.to_dict()
-        config_path.write_text(json.dumps(data, indent=2) + "\n")
+        update_config_json(folder, {"denoiser": self.config.to_dict()})
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         save_file(state, str(folder / WEIGHTS_NAME))
         return folder

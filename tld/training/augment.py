@@ -76,8 +76,3 @@ def random_masks(
         elif kind == 2:
             masks[i] = 1.0
     return masks
-
-
-def inpaint_concat(x0: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The `concat` channels of an inpainting model: the known latent (hole zeroed) and the mask."""
-    return torch.cat([x0 * (1.0 - mask), mask.to(x0.dtype)], dim=1)

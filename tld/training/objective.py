@@ -10,7 +10,8 @@ from torch import nn
 
 from tld.data import Batch, LatentDataset
 from tld.errors import TLDError
-from tld.training.augment import AUGMENT_COND_DIM, augment_latents, inpaint_concat, random_masks
+from tld.model.surgery import grow_input_channels, inpaint_concat
+from tld.training.augment import AUGMENT_COND_DIM, augment_latents, random_masks
 from tld.training.config import TrainConfig
 
 
@@ -71,8 +72,6 @@ def build_model(config: TrainConfig, data: LatentDataset) -> nn.Module:
     net = load_init_model(config.init_from)
     expected = _data_fields(config, data)
     if config.inpaint.enabled and net.config.in_channels != expected["in_channels"]:
-        from tld.training.inpaint import grow_input_channels
-
         net = grow_input_channels(net, expected["in_channels"])
     check_model_matches_data(net.config.to_dict(), expected, f"init_from model {config.init_from}")
     return net

@@ -1,4 +1,8 @@
-"""Validation sample grids while training: EMA weights, fixed seeds, a few sampler steps."""
+"""Validation sample grids while training: EMA weights, fixed seeds, a few sampler steps.
+
+Sampling itself is the pipeline's core (`tld.pipeline.sampling`): the same seeded noise, sigmas,
+guidance and inpainting channels as `TLDPipeline`, so a grid shows what the exported model will do.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,6 @@ from torch import nn
 from torchvision.utils import make_grid
 
 from tld.data import LatentDataset
-from tld.training.augment import inpaint_concat
 from tld.training.config import TrainConfig
 from tld.training.ema import EMA
 
@@ -55,31 +58,15 @@ def sample_latents(
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Sample n latents with CFG from fixed per-row seeds (row k uses seed + k)."""
-    from tld.diffusion import CFGDenoiser, get_sampler
-    from tld.diffusion.noise import make_generators, randn_like_seeded, seeded_noise_sampler
-    from tld.diffusion.schedules import get_sigmas
+    from tld.pipeline.sampling import SamplingDefaults, make_job, null_condition, sample_text_to_image
 
     s = config.sample
-    gens = make_generators(range(s.seed, s.seed + n))
-    x = randn_like_seeded(torch.empty(n, *shape), gens).to(device)
-    sigmas = get_sigmas(s.schedule, s.steps, param, device=device)
-    x = x * sigmas[0]
+    settings = SamplingDefaults(cfg=s.cfg, steps=s.steps, sampler=s.sampler, schedule=s.schedule)
+    job = make_job(settings, s.schedule, [""], num_images=n, seed=s.seed, progress=False)
+    device = torch.device(device)
     cond = {k: v.to(device) for k, v in cond.items()}
-    if config.inpaint.enabled:
-        # Nothing known, everything to generate: the plain text-to-image use of an inpainting model.
-        cond["concat"] = inpaint_concat(torch.zeros_like(x), torch.ones_like(x[:, :1]))
-    uncond = {**cond, "drop_cond": torch.ones(n, dtype=torch.bool, device=device)}
     cond["drop_cond"] = torch.zeros(n, dtype=torch.bool, device=device)
-    denoiser = CFGDenoiser(param.wrap(model), cfg_scale=s.cfg)
-    sampler = get_sampler(s.sampler)
-    return sampler(
-        denoiser,
-        x,
-        sigmas,
-        extra_args={"cond": cond, "uncond": uncond},
-        disable=True,
-        noise_sampler=seeded_noise_sampler(x, gens),
-    )
+    return sample_text_to_image(job, param, model, shape, device, cond, null_condition(cond))
 
 
 def _load_vae(spec: str | dict | None, latent_scale: float, device: torch.device):

@@ -4,15 +4,14 @@
     out = pipe("a cute owl", cfg=7, steps=15, seed=11, num_images=4)
     out[0].save("owl.png"); out.seeds      # [11, 12, 13, 14]
 
-Also `img2img`, `inpaint` and `outpaint`. The sampling core lives in `tld.generation`, the
-training-free inpainting pieces in `tld.inpaint`, files and metadata in `tld.pipeline_io`.
+Also `img2img`, `inpaint` and `outpaint` (`tld.pipeline.edit`). The sampling core lives in
+`tld.pipeline.sampling`, the model folder format in `tld.pipeline.folder`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,27 +19,23 @@ import torch
 
 from tld.common import resolve_device, resolve_dtype
 from tld.diffusion import get_parameterization
-from tld.diffusion.noise import randn_like_seeded
 from tld.diffusion.parameterizations import Parameterization
 from tld.encoders.text import load_text_encoder
 from tld.encoders.vae import VAE
 from tld.errors import TLDError
-from tld.generation import (
+from tld.model import Denoiser
+from tld.pipeline import edit
+from tld.pipeline.folder import bundled_model_path, local_model_folder, read_model_config, update_config_json
+from tld.pipeline.sampling import (
     Job,
     SamplingDefaults,
     TLDOutput,
-    guided_denoiser,
-    initial_noise,
     make_job,
     nudge,
-    run_sampler,
-    sigmas_for,
+    null_condition,
+    sample_text_to_image,
     to_output,
 )
-from tld.inpaint import KnownRegionDenoiser, repaint_loop
-from tld.model import Denoiser
-from tld.pipeline_edit import ImageEditing
-from tld.pipeline_io import local_model_folder, read_model_config, write_model_config
 
 __all__ = ["ORIGINAL_SAMPLING", "SamplingDefaults", "TLDOutput", "TLDPipeline"]
 
@@ -54,8 +49,12 @@ ORIGINAL_TEXT_ENCODER = {"backend": "open_clip", "model": "ViT-L-14", "pretraine
 ORIGINAL_LATENT_SCALE = 8.0
 
 
-class TLDPipeline(ImageEditing):
-    """A denoiser, a VAE, a text encoder and a parameterization, ready to sample images."""
+class TLDPipeline:
+    """A denoiser, a VAE, a text encoder and a parameterization, ready to sample images.
+
+    The editing calls (`tld.pipeline.edit`) use four public methods besides the attributes:
+    `make_job`, `conditioning`, `finish` and `latent_factor`.
+    """
 
     def __init__(
         self,
@@ -80,25 +79,25 @@ class TLDPipeline(ImageEditing):
         self.to(device, dtype)
 
     def _check_components(self) -> None:
-        cfg = self.denoiser.config
+        net = self.denoiser.config
         c = self.vae.latent_channels
-        if cfg.out_channels != c:
+        if net.out_channels != c:
             raise TLDError(
-                f"denoiser out_channels {cfg.out_channels} does not match the VAE's {c} latent channels"
+                f"denoiser out_channels {net.out_channels} does not match the VAE's {c} latent channels"
             )
-        if cfg.in_channels not in (c, 2 * c + 1):
+        if net.in_channels not in (c, 2 * c + 1):
             raise TLDError(
-                f"denoiser in_channels must be {c} (plain) or {2 * c + 1} (inpainting), got {cfg.in_channels}"
+                f"denoiser in_channels must be {c} (plain) or {2 * c + 1} (inpainting), got {net.in_channels}"
             )
-        if cfg.text_dim and self.text_encoder is None:
+        if net.text_dim and self.text_encoder is None:
             raise TLDError(
-                f"the denoiser is text-conditioned (text_dim {cfg.text_dim}) but no text encoder was given"
+                f"the denoiser is text-conditioned (text_dim {net.text_dim}) but no text encoder was given"
             )
         dim = getattr(self.text_encoder, "token_dim" if self.text_tokens else "dim", None)
-        if cfg.text_dim and dim != cfg.text_dim:
+        if net.text_dim and dim != net.text_dim:
             kind = "per-token" if self.text_tokens else "pooled"
             raise TLDError(
-                f"text encoder gives {dim}-d {kind} embeddings but the denoiser expects text_dim {cfg.text_dim}"
+                f"text encoder gives {dim}-d {kind} embeddings but the denoiser expects text_dim {net.text_dim}"
             )
 
     def to(
@@ -120,19 +119,24 @@ class TLDPipeline(ImageEditing):
 
     @property
     def is_inpainting_model(self) -> bool:
-        cfg = self.denoiser.config
-        return cfg.in_channels == 2 * cfg.out_channels + 1
+        net = self.denoiser.config
+        return net.in_channels == 2 * net.out_channels + 1
 
     # ---- loading and saving ------------------------------------------------------------------------
     @classmethod
     def from_pretrained(
         cls,
-        path_or_repo_id: str | os.PathLike,
+        path_or_repo_id: str | os.PathLike | None = None,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         revision: str | None = None,
     ) -> TLDPipeline:
-        """Load a model folder (docs/internals.md) or download one from the Hugging Face hub."""
+        """Load a model folder (docs/internals.md) or download one from the Hugging Face hub.
+
+        No argument loads the demo model bundled with the package (`bundled_model_path()`).
+        """
+        if path_or_repo_id is None:
+            path_or_repo_id = bundled_model_path()
         folder = local_model_folder(path_or_repo_id, revision)
         config = read_model_config(folder)
         denoiser = Denoiser.from_pretrained(folder)
@@ -175,7 +179,7 @@ class TLDPipeline(ImageEditing):
             "text_tokens": self.text_tokens,
             "sampling": self.sampling.to_dict(),
         }
-        write_model_config(folder, entries)
+        update_config_json(folder, entries)
         return folder
 
     @classmethod
@@ -186,15 +190,17 @@ class TLDPipeline(ImageEditing):
         text_encoder: Any = None,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
+        variant: str = "released",
     ) -> TLDPipeline:
         """The original TLD release (`state_dict_378000.pth`) with its VAE, CLIP ViT-L/14 and sampler.
 
         `vae`/`text_encoder` may be hub ids / specs / folders or loaded objects; the VAE always gets
-        the original's latent scale 8 and the pipeline the `tld` parameterization.
+        the original's latent scale 8 and the pipeline the `tld` parameterization. `variant`:
+        "released" (the published weights' network) or "main" (checkpoints of upstream's main branch).
         """
         from tld.model.convert import load_original_tld
 
-        denoiser = load_original_tld(state_dict)
+        denoiser = load_original_tld(state_dict, variant=variant)
         if isinstance(vae, VAE):
             vae = VAE(vae.model, ORIGINAL_LATENT_SCALE, vae.source)
         else:
@@ -209,13 +215,14 @@ class TLDPipeline(ImageEditing):
         out_dir: str | os.PathLike,
         vae: str = ORIGINAL_VAE,
         text_encoder: dict[str, Any] | None = None,
+        variant: str = "released",
     ) -> Path:
         """Write a model folder for the original release without downloading its VAE or CLIP:
         config.json records them as hub specs, fetched when the folder is first loaded."""
         from tld.model.convert import load_original_tld
 
         folder = Path(out_dir)
-        load_original_tld(state_dict).save_pretrained(folder)
+        load_original_tld(state_dict, variant=variant).save_pretrained(folder)
         entries = {
             "parameterization": get_parameterization("tld").to_dict(),
             "vae": {"path": vae, "latent_scale": ORIGINAL_LATENT_SCALE},
@@ -223,7 +230,7 @@ class TLDPipeline(ImageEditing):
             "text_tokens": False,
             "sampling": ORIGINAL_SAMPLING.to_dict(),
         }
-        write_model_config(folder, entries)
+        update_config_json(folder, entries)
         return folder
 
     # ---- text to image -----------------------------------------------------------------------------
@@ -254,17 +261,23 @@ class TLDPipeline(ImageEditing):
             cfg=cfg, steps=steps, sampler=sampler, schedule=schedule, seed=seed, num_images=num_images
         )
         call.update(negative_prompt=negative_prompt, output_type=output_type, progress=progress, **options)
-        job = self._job(prompt, call)
+        job = self.make_job(prompt, call)
         h, w = self._latent_hw(height, width)
-        noise, generators = initial_noise(job, (self.vae.latent_channels, h, w), self.device)
-        sigmas = sigmas_for(job, self.param, self.device)
-        start = sigmas[0] + 1 if job.settings.original_init else sigmas[0]
-        latents = self._sample(job, noise * start, sigmas, generators, concat=self._blank_concat(noise))
-        return self._finish(
+        cond, uncond = self.conditioning(job)
+        shape = (self.vae.latent_channels, h, w)
+        latents = sample_text_to_image(job, self.param, self.denoiser, shape, self.device, cond, uncond)
+        return self.finish(
             job, latents, height=h * self.vae.downsample_factor, width=w * self.vae.downsample_factor
         )
 
-    def _job(self, prompt: str | Sequence[str], call: dict[str, Any]) -> Job:
+    # ---- image editing: functions of tld.pipeline.edit taking the pipeline first, used as methods ------
+    img2img = edit.img2img
+    inpaint = edit.inpaint
+    outpaint = edit.outpaint
+
+    # ---- the sampling steps every call shares --------------------------------------------------------
+    def make_job(self, prompt: str | Sequence[str], call: dict[str, Any]) -> Job:
+        """Check a call's arguments against the model's SamplingDefaults; one row per image."""
         default_schedule = "tld" if self.param.name == "tld" else "karras"
         return make_job(self.sampling, default_schedule, prompt, **call)
 
@@ -301,7 +314,8 @@ class TLDPipeline(ImageEditing):
             raise TLDError(f"class_labels must be in [0, {n}), got {sorted(set(job.class_labels))}")
         return {"class_labels": torch.tensor(job.class_labels, device=self.device)}
 
-    def _conditioning(self, job: Job) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    def conditioning(self, job: Job) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The network's keyword arguments for the guided and the unguided branch (None: no guidance)."""
         keep = torch.zeros(job.batch, dtype=torch.bool, device=self.device)
         text = self.encode_prompts(job.prompts) if self.denoiser.config.text_dim else {}
         cond = {**text, **self._labels(job), "drop_cond": keep}
@@ -309,26 +323,9 @@ class TLDPipeline(ImageEditing):
             return cond, None
         if job.negatives is not None and text:
             return cond, {**cond, **self.encode_prompts(job.negatives)}
-        # The model's own null condition: same shapes, every row dropped.
-        return cond, {**cond, "drop_cond": torch.ones_like(keep)}
+        return cond, null_condition(cond)
 
-    def _sample(self, job, x, sigmas, generators, concat=None, pin=None, resample: int = 1) -> torch.Tensor:
-        """Run the sampler from x; `pin` = (known, mask, noise) pins the known region (inpainting)."""
-        cond, uncond = self._conditioning(job)
-        if concat is not None:
-            cond["concat"] = concat
-            if uncond is not None:
-                uncond["concat"] = concat
-        model = guided_denoiser(self.param, self.denoiser, job.settings)
-        if pin is not None:
-            model = KnownRegionDenoiser(model, *pin)
-        extra = {"cond": cond, "uncond": uncond}
-        if resample <= 1:
-            return run_sampler(job, model, x, sigmas, extra, generators, job.progress)
-        renoise = partial(randn_like_seeded, generators=generators)
-        return repaint_loop(model, x, sigmas, extra, resample, renoise, job.progress)
-
-    def _finish(
+    def finish(
         self, job: Job, latents: torch.Tensor, known=None, mask=None, paste=None, **extra: Any
     ) -> TLDOutput:
         """Nudge, re-pin the known latent, decode, optionally paste known pixels (pixels, pixel mask)."""

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from tld.errors import TLDError
+from tld.model.files import CONFIG_NAME, update_config_json
 from tld.training import checkpoint as ckpt
-
-FORMAT = "tld-pipeline"
-VERSION = 1
 
 
 def _is_local_dir(spec: Any) -> bool:
@@ -75,8 +72,6 @@ def export_checkpoint(
     dataset = state.get("dataset", {})
     train_cfg = state.get("config", {})
     config = {
-        "format": FORMAT,
-        "version": VERSION,
         "parameterization": state["compat"]["parameterization"],
         "vae": _export_vae(dataset.get("vae") or {}, out, copy_local_components),
         "text_encoder": _export_text_encoder(dataset.get("text_encoder") or {}, out, copy_local_components),
@@ -90,6 +85,7 @@ def export_checkpoint(
             "augment_cond": train_cfg.get("augment", {}).get("prob", 0) > 0,
         },
     }
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (out / CONFIG_NAME).unlink(missing_ok=True)  # an export is a fresh folder, never a merge
+    update_config_json(out, config)
     net.save_pretrained(out)  # adds the "denoiser" entry to config.json
     return out

@@ -1,5 +1,5 @@
-"""The sampling core shared by text-to-image, img2img and inpainting: settings, seeds, conditioning,
-the sampler run and the result object. `tld.pipeline.TLDPipeline` drives it.
+"""The one sampling core, shared by text-to-image, img2img, inpainting and the training sample grids:
+settings, seeds, the guided denoiser, the sampler run and the result object.
 
 Image k of a call starts from noise drawn on the CPU by its own generator seeded `seeds[k]`, and the
 ancestral/SDE samplers draw their per-step noise from that same generator, so an image depends only
@@ -22,6 +22,8 @@ from tld.diffusion import CFGDenoiser, DynamicThreshold, get_sampler, get_sigmas
 from tld.diffusion.noise import make_generators, randn_like_seeded, seeded_noise_sampler
 from tld.encoders.images import tensor_to_pil
 from tld.errors import TLDError, check_keys
+from tld.model import check_inputs
+from tld.model.surgery import blank_inpaint_concat
 
 OUTPUT_TYPES = ("pil", "np", "latent")
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
@@ -279,7 +281,6 @@ def run_sampler(
     sigmas: torch.Tensor,
     extra_args: dict[str, Any],
     generators: Sequence[torch.Generator],
-    progress: bool,
 ) -> torch.Tensor:
     """Run the job's sampler; stochastic samplers draw their noise from the per-image generators."""
     if len(sigmas) < 2:  # nothing to sample (img2img at strength 0)
@@ -294,7 +295,53 @@ def run_sampler(
     kwargs = dict(job.sampler_opts)
     if "noise_sampler" in accepted:
         kwargs["noise_sampler"] = seeded_noise_sampler(x, generators)
-    return fn(model, x, sigmas, extra_args=extra_args, disable=not progress, **kwargs)
+    return fn(model, x, sigmas, extra_args=extra_args, disable=not job.progress, **kwargs)
+
+
+def null_condition(cond: dict[str, Any]) -> dict[str, Any]:
+    """The model's own null condition: the same tensors with every row dropped."""
+    keep = cond["drop_cond"]
+    return {**cond, "drop_cond": torch.ones_like(keep)}
+
+
+def with_concat(cond: dict[str, Any], uncond: dict[str, Any] | None, concat: torch.Tensor | None):
+    """Add an inpainting model's extra input channels to both branches of the guidance."""
+    if concat is None:
+        return cond, uncond
+    return {**cond, "concat": concat}, None if uncond is None else {**uncond, "concat": concat}
+
+
+def check_first_step(network: nn.Module, x: torch.Tensor, sigmas: torch.Tensor, cond: dict[str, Any]) -> None:
+    """`check_inputs` once, on what the network will see at the first step (not inside its forward)."""
+    concat = cond.get("concat")
+    net_x = x if concat is None else torch.cat([x, concat.to(x.dtype)], dim=1)
+    given = {k: v for k, v in cond.items() if k != "concat"}
+    check_inputs(network.config, net_x, sigmas[:1].expand(x.shape[0]), **given)
+
+
+def sample_text_to_image(
+    job: Job,
+    param: Any,
+    network: nn.Module,
+    shape: tuple[int, int, int],
+    device: torch.device,
+    cond: dict[str, Any],
+    uncond: dict[str, Any] | None,
+) -> torch.Tensor:
+    """Latents (B, *shape) from the job's seeds: noise, sigmas, the guided sampler run.
+
+    An inpainting model gets its "nothing known" extra channels. `cond`/`uncond` are the network's
+    keyword arguments for the two guidance branches (`uncond=None`: no guidance).
+    """
+    noise, generators = initial_noise(job, shape, device)
+    sigmas = sigmas_for(job, param, device)
+    start = sigmas[0] + 1 if job.settings.original_init else sigmas[0]
+    c = network.config
+    blank = blank_inpaint_concat(noise) if c.in_channels == 2 * c.out_channels + 1 else None
+    cond, uncond = with_concat(cond, uncond, blank)
+    check_first_step(network, noise, sigmas, cond)
+    model = guided_denoiser(param, network, job.settings)
+    return run_sampler(job, model, noise * start, sigmas, {"cond": cond, "uncond": uncond}, generators)
 
 
 def nudge(latents: torch.Tensor, settings: SamplingDefaults) -> torch.Tensor:

@@ -1,0 +1,96 @@
+"""The model folder: what it holds, how it is found (local, hub, bundled) and its config.json.
+
+    config.json            {"format": "tld-pipeline", "version": 1, "denoiser": {...}, "vae": ...,
+                            "text_encoder": ..., "parameterization": {...}, "sampling": {...}, ...}
+    denoiser.safetensors   the denoiser's weights
+    vae/, text_encoder/    optional: the components, when config.json does not name hub specs
+
+The file itself is read and written by `tld.model.files` (below the pipeline, so the denoiser and
+the training export share it); this module adds what a loadable model folder must hold.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from tld.common import first_line, is_hub_id
+from tld.errors import TLDError
+from tld.model.files import (
+    CONFIG_NAME,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    WEIGHTS_NAME,
+    read_config_json,
+    update_config_json,
+)
+
+__all__ = [
+    "BUNDLED_MODEL",
+    "CONFIG_NAME",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "WEIGHTS_NAME",
+    "bundled_model_path",
+    "local_model_folder",
+    "read_model_config",
+    "update_config_json",
+]
+
+BUNDLED_MODEL = "tld-emoji"
+
+
+def bundled_model_path(name: str = BUNDLED_MODEL) -> Path:
+    """The demo model folder shipped in the package (`weights/<name>` in the repository)."""
+    import tld.weights
+
+    folder = Path(tld.weights.__file__).resolve().parent / name
+    if not (folder / CONFIG_NAME).is_file():
+        raise TLDError(
+            f"no bundled model {name!r} in this install ({folder} has no {CONFIG_NAME}); "
+            "pass a model folder or a hub id instead"
+        )
+    return folder
+
+
+def local_model_folder(path_or_repo_id: str | os.PathLike, revision: str | None = None) -> Path:
+    """A local folder as is; an 'owner/name' that is not one is downloaded from the Hugging Face hub."""
+    local = Path(path_or_repo_id)
+    if local.exists():
+        return local
+    ref = str(path_or_repo_id)
+    if not is_hub_id(ref):
+        raise TLDError(f"model folder not found: {ref!r} (expected a local folder or a hub id 'owner/name')")
+    from huggingface_hub import snapshot_download  # only needed for hub ids
+
+    try:
+        return Path(snapshot_download(ref, revision=revision))
+    except Exception as exc:  # noqa: BLE001 - offline, missing repo, auth: all mean "cannot get it"
+        raise TLDError(
+            f"model folder not found locally and could not download hub repo {ref!r}: {first_line(exc)}"
+        ) from None
+
+
+def read_model_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a model folder's config.json; name every missing file in one error."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise TLDError(f"expected a model folder ({CONFIG_NAME} + {WEIGHTS_NAME}), got {str(folder)!r}")
+    missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (root / name).is_file()]
+    config = read_config_json(root)
+    if CONFIG_NAME not in missing:
+        for key in ("vae", "text_encoder"):
+            ref = config.get(key)
+            if isinstance(ref, str) and not is_hub_id(ref) and not (root / ref).is_dir():
+                missing.append(f"{ref}/")
+        if "denoiser" not in config:
+            raise TLDError(f"{root / CONFIG_NAME} has no 'denoiser' entry; is this a tld model folder?")
+        if config.get("vae") is None:
+            raise TLDError(f"{root / CONFIG_NAME} names no VAE ('vae': a subfolder name or a hub spec)")
+    if missing:
+        raise TLDError(f"model folder {str(root)!r} is missing {', '.join(missing)}")
+    version = config.get("version", FORMAT_VERSION)
+    if version > FORMAT_VERSION:
+        raise TLDError(f"model folder format version {version} is newer than this tld ({FORMAT_VERSION})")
+    return config
