@@ -146,6 +146,13 @@ def test_colour_words_and_dominant_colour():
         image = np.full((32, 32, 3), 255, np.uint8)
         image[8:24, 8:24] = rgb
         assert dominant_colour(image) == name
+    # A thick black outline covering more pixels than the red fill: the hue still wins.
+    outlined = np.full((32, 32, 3), 255, np.uint8)
+    outlined[4:28, 4:28] = (20, 20, 20)
+    outlined[8:24, 8:24] = (220, 30, 30)
+    assert dominant_colour(outlined) == "red"
+    outlined[8:24, 8:24] = (66, 66, 66)  # noto's "black" is #424242
+    assert dominant_colour(outlined) == "black"
     on_black = np.zeros((32, 32, 3), np.uint8)
     on_black[8:24, 8:24] = 250
     assert dominant_colour(on_black) == "white"

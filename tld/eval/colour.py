@@ -2,7 +2,8 @@
 
 Pixels are classed into eleven colour names by HSV rules; the background is the median colour of
 the image border, and pixels close to it are left out. The dominant colour of an image is the most
-frequent class among its other pixels. The rules are a heuristic for flat, iconic images (emoji,
+frequent hue class among its other pixels when hues cover at least a quarter of them (outlines and
+shading are black/grey and would otherwise win), else the most frequent of black/white/grey. The rules are a heuristic for flat, iconic images (emoji,
 icons, product shots); run the check on the real images too, as the ceiling a model can reach.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white", "grey")
+CHROMATIC = tuple(range(8))  # indices of the hue classes in COLOURS; the last three are achromatic
 # Other spellings and near-synonyms mapped to the eleven classes.
 ALIASES = {"gray": "grey", "violet": "purple", "magenta": "pink", "cyan": "blue", "turquoise": "blue"}
 # Hue bands in degrees [start, end) for saturated, non-dark pixels; red wraps around 0.
@@ -59,7 +61,7 @@ def classify_pixels(rgb: np.ndarray) -> np.ndarray:
     grey = s < 0.2
     out[grey] = COLOURS.index("grey")
     out[grey & (v > 0.85)] = COLOURS.index("white")
-    out[v < 0.2] = COLOURS.index("black")
+    out[v < 0.3] = COLOURS.index("black")  # emoji "black" is often #333-#444
     return out
 
 
@@ -81,9 +83,13 @@ def colour_histogram(image: np.ndarray, min_foreground: float = 0.02) -> np.ndar
     return counts / max(counts.sum(), 1)
 
 
-def dominant_colour(image: np.ndarray) -> str:
-    """The most frequent colour class among the foreground pixels of a uint8 (H, W, 3) image."""
-    return COLOURS[int(colour_histogram(image).argmax())]
+def dominant_colour(image: np.ndarray, min_chromatic: float = 0.25) -> str:
+    """The dominant colour class of a uint8 (H, W, 3) image's foreground (see the module doc)."""
+    hist = colour_histogram(image)
+    chromatic = hist[list(CHROMATIC)]
+    if chromatic.sum() >= min_chromatic:
+        return COLOURS[int(chromatic.argmax())]
+    return COLOURS[len(CHROMATIC) + int(hist[len(CHROMATIC) :].argmax())]
 
 
 @dataclass
