@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import warnings
@@ -93,23 +92,11 @@ def _split(text: str, kind: type, what: str) -> list[Any]:
     return values
 
 
-def _fingerprint(folder: Path) -> str:
-    """sha1 of a model folder's file names, sizes and mtimes (a hub id is its own identity)."""
-    if not folder.is_dir():
-        return ""
-    h = hashlib.sha1()
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            st = p.stat()
-            h.update(f"{p.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
 def _setup(args: argparse.Namespace):
     """Check the cheap inputs first, then load the extractor, the pipeline and the reference set."""
     from tld.eval.evaluate import EvalConfig, output_size
     from tld.eval.features import load_extractor
-    from tld.eval.reference import dataset_fingerprint, reference_set
+    from tld.eval.reference import dataset_fingerprint, files_fingerprint, reference_set
 
     config = EvalConfig(n=args.n, seed=args.seed, batch_size=args.batch_size, progress=args.progress)
     config.validate()
@@ -119,10 +106,12 @@ def _setup(args: argparse.Namespace):
     from tld import TLDPipeline
 
     pipe = TLDPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    model = Path(args.model)
     ref = reference_set(args.data, extractor, output_size(pipe), real_n, args.cache_dir, args.progress)
     identity = {
         "model": str(args.model),
-        "model_files": _fingerprint(Path(args.model)),
+        # A hub id is its own identity; a folder is also identified by its files.
+        "model_files": files_fingerprint(model, sorted(model.rglob("*"))) if model.is_dir() else "",
         "data": str(Path(args.data).resolve()),
         "data_files": data_key,
         "extractor": extractor.name,

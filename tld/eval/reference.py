@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,17 +68,21 @@ def _data_files(data: Path) -> tuple[str, list[Path]]:
     return "images", images
 
 
+def files_fingerprint(root: Path, files: Iterable[Path]) -> str:
+    """sha1 over the files' names relative to root, sizes and mtimes (missing files are skipped)."""
+    h = hashlib.sha1()
+    for p in files:
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
 def dataset_fingerprint(data: str | os.PathLike) -> str:
-    """sha1 over the data files' relative names, sizes and mtimes (and image sidecar captions)."""
+    """files_fingerprint of a data folder's shards or images (with their sidecar captions)."""
     root = Path(data)
     _, files = _data_files(root)
-    h = hashlib.sha1()
-    for path in files:
-        for p in (path, path.with_suffix(".txt")):
-            if p.is_file():
-                st = p.stat()
-                h.update(f"{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
+    return files_fingerprint(root, (p for path in files for p in (path, path.with_suffix(".txt"))))
 
 
 def iter_real_images(data: str | os.PathLike) -> Iterator[tuple[bytes | Path, str]]:
@@ -89,7 +93,7 @@ def iter_real_images(data: str | os.PathLike) -> Iterator[tuple[bytes | Path, st
             txt = path.with_suffix(".txt")
             yield path, txt.read_text(encoding="utf-8").strip() if txt.is_file() else ""
         return
-    from preprocessing.shards import iter_shard
+    from tld.preprocessing.shards import iter_shard
 
     for shard in files:
         for sample in iter_shard(shard):
