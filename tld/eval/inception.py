@@ -18,6 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import inception as tv
 
+from tld.common import first_line
+from tld.errors import TLDError
+
 FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_INPUT_SIZE = 299
@@ -84,8 +87,6 @@ def fid_inception_v3() -> nn.Module:
 
 def load_fid_weights(net: nn.Module, weights: str | os.PathLike | None) -> None:
     """Load the FID weights from a file, or download them (torch hub cache) when `weights` is None."""
-    from tld.errors import TLDError
-
     try:
         if weights is None:
             state = torch.hub.load_state_dict_from_url(
@@ -94,9 +95,9 @@ def load_fid_weights(net: nn.Module, weights: str | os.PathLike | None) -> None:
         else:
             state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:  # no network, missing file, corrupt download: one line for the user
-        where = "download them" if weights is None else f"read {weights}"
+        where = f"download them from {FID_WEIGHTS_URL}" if weights is None else f"read them from {weights}"
         raise TLDError(
-            f"cannot {where} for the Inception FID weights ({type(exc).__name__}: {str(exc).strip()[:200]}); "
+            f"no Inception FID weights: cannot {where} ({type(exc).__name__}: {first_line(exc)[:200]}); "
             f"pass the file {FID_WEIGHTS_NAME} with --inception-weights, or use --extractor efficientnet-lite0"
         ) from None
     missing, unexpected = net.load_state_dict(state, strict=False)
