@@ -14,28 +14,22 @@ import os
 import sys
 
 from tld import __version__
+from tld.common import DISTRIBUTION, missing_extra
 from tld.errors import TLDError
 
 # Modules under tld/commands that contribute subcommands, in the order they appear in --help.
-_COMMAND_MODULES = ("info", "preprocess", "train", "vae", "generate", "eval")
+_COMMAND_MODULES = ("info", "preprocess", "train", "vae", "generate", "eval", "recipe")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tld", description="Text-to-image latent diffusion with a compact transformer denoiser."
     )
-    parser.add_argument("--version", action="version", version=f"tld {__version__}")
+    parser.add_argument("--version", action="version", version=f"{DISTRIBUTION} {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"tld.commands.{name}")
-        except ModuleNotFoundError as exc:
-            # A command module that is not written yet must not break the others.
-            if exc.name == f"tld.commands.{name}":
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(f"tld.commands.{name}").register(sub)
     return parser
 
 
@@ -46,7 +40,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        try:
+            return int(args.func(args) or 0)
+        except ModuleNotFoundError as exc:
+            # An optional dependency of an extra that is not installed: one line naming the extra.
+            extra = missing_extra(exc)
+            if extra is None:
+                raise
+            raise extra from exc
     except (TLDError, ValueError, FileNotFoundError, FileExistsError) as exc:
         if args.debug or os.environ.get("TLD_DEBUG"):
             raise

@@ -1,0 +1,95 @@
+"""`tld recipe emoji` end to end at toy scale: every step runs, a rerun skips finished steps and
+resumes a killed one, and --ship writes an fp16 bundle with a model card that loads and generates."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+from test_preprocess_iconify import make_set
+
+from tld import TLDPipeline
+from tld.recipes import emoji as recipe_mod
+from tld.recipes.emoji import EmojiRecipe, run_recipe
+
+TINY_VAE = {
+    "model": {"block_out_channels": [8, 16], "norm_num_groups": 4},
+    "steps": 6,
+    "batch_size": 4,
+    "val_holdout": 4,
+    "eval_every": 0,
+    "checkpoint_every": 3,
+    "mixed_precision": "no",
+    "tracker": "none",
+}
+TINY_TRAIN = {
+    "model": {"embed_dim": 32, "depth": 1, "num_heads": 2, "noise_embed_dim": 16, "patch_size": 2},
+    "steps": 6,
+    "batch_size": 4,
+    "checkpoint_every": 3,
+    "mixed_precision": "no",
+    "tracker": "none",
+    "sample": {"every": 0},
+    "optim": {"warmup_steps": 1},
+}
+
+
+def tiny_recipe(tmp_path) -> EmojiRecipe:
+    sources = {"openmoji": "openmoji", "tiny": str(make_set(tmp_path / "pkg", broken=False))}
+    return EmojiRecipe(
+        out=tmp_path / "run", size=16, limit=6, sources=sources, seeds=2, progress=False,
+        vae_overrides=TINY_VAE, train_overrides=TINY_TRAIN,
+    )  # fmt: skip
+
+
+def test_recipe_runs_resumes_and_ships(tmp_path, capsys, monkeypatch):
+    r = tiny_recipe(tmp_path)
+    real_train = recipe_mod.train_step
+
+    def killed(recipe):  # the denoiser training dies: everything before it is complete on disk
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recipe_mod, "train_step", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(r)
+    monkeypatch.setattr(recipe_mod, "train_step", real_train)
+    capsys.readouterr()
+
+    summary = run_recipe(r, ship=str(tmp_path / "shipped"))
+    log = capsys.readouterr().out
+    for done in ("data openmoji", "data tiny", "data combine", "vae", "encode"):
+        assert f"[recipe] {done}: done, skipped" in log
+    assert "[recipe] train: running" in log and "[recipe] eval: running" in log
+    assert (r.out / "denoiser" / "checkpoints" / "step_6").is_dir()
+
+    # 8 emoji (6 OpenMoji + the 2 of the tiny set) with the style word in every caption.
+    meta = json.loads((r.out / "latents" / "meta.json").read_text())
+    assert meta["count"] == 8 and meta["latent_shape"] == [4, 8, 8] and meta["text_dim"] == 384
+    assert "CC BY-SA 4.0" in meta["license"] and "MIT" in meta["license"]
+
+    assert len(summary["rows"]) == 27 and summary["images"] == 54
+    assert 0.0 <= summary["overall"] <= 1.0
+    # The ceiling is measured on the data: the tiny set's one "red heart" is classed red.
+    assert summary["real"]["per_colour"]["red"] == 1.0 and summary["real"]["images"] == 1
+    shipped = tmp_path / "shipped"
+    weights = load_file(str(shipped / "denoiser.safetensors"))
+    assert all(
+        v.dtype.is_floating_point is False or str(v.dtype) == "torch.float16" for v in weights.values()
+    )
+    card = (shipped / "README.md").read_text()
+    assert "CC BY-SA 4.0" in card and "Test Author" in card and "tld recipe emoji" in card
+    pipe = TLDPipeline.from_pretrained(str(shipped))
+    image = np.asarray(pipe("red heart", steps=4, seed=0)[0])
+    assert image.shape == (16, 16, 3) and image.std() > 0
+
+    timings = json.loads((r.out / "timings.json").read_text())
+    assert set(timings) == {"data", "vae", "encode", "train", "export", "eval"}
+
+
+def test_recipe_command_rejects_bad_numbers(capsys):
+    from tld.cli import main
+
+    assert main(["recipe", "emoji", "--train-steps", "0"]) == 1
+    assert "--train-steps must be >= 1" in capsys.readouterr().err

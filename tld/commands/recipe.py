@@ -1,0 +1,46 @@
+"""`tld recipe emoji`: data -> VAE -> encode -> denoiser -> export -> evaluation, resumable."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "recipe",
+        help="reproduce a model end to end (emoji: the bundled demo model)",
+        description="Run every step of a recipe; finished steps are skipped, so a rerun resumes after a kill.",
+    )
+    p.add_argument("name", choices=["emoji"])
+    p.add_argument("--out", default="runs/emoji", help="working folder (shards, VAE, latents, runs, model)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--vae-steps", type=int, help="VAE training steps (default 3500)")
+    p.add_argument("--train-steps", type=int, help="denoiser training steps (default 8000)")
+    p.add_argument("--seeds", type=int, default=8, help="seeds per colour prompt in the evaluation")
+    p.add_argument("--ship", metavar="DIR", help="also write the fp16 bundle + model card to DIR")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_recipe_command)
+
+
+def run_recipe_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tld.errors import TLDError
+    from tld.recipes.emoji import EmojiRecipe, run_recipe
+    from tld.recipes.report import colour_markdown
+
+    for name in ("vae_steps", "train_steps", "seeds"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise TLDError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    recipe = EmojiRecipe(
+        out=Path(args.out),
+        device=args.device,
+        vae_overrides={"steps": args.vae_steps} if args.vae_steps else {},
+        train_overrides={"steps": args.train_steps} if args.train_steps else {},
+        seeds=args.seeds,
+        progress=not args.no_progress,
+    )
+    summary = run_recipe(recipe, ship=args.ship)
+    print(colour_markdown(summary))
+    return 0

@@ -1,0 +1,207 @@
+"""`tld recipe emoji`: the bundled demo model, from nothing to a shipped model folder, offline.
+
+Steps (each skipped when its output is complete, each resumable after a kill):
+  1. data    OpenMoji (pip) + Twemoji, Noto and Fluent Emoji Flat (npm) rendered at 64 px, combined
+  2. vae     our own AutoencoderKL, 64 px -> 4x16x16 (`tld train-vae` with VAE_CONFIG)
+  3. encode  latents with that VAE, pooled MiniLM text embeddings (pip-installed, offline)
+  4. train   the denoiser (`tld train` with TRAIN_CONFIG)
+  5. export  EMA weights + vae/ as a model folder; `--ship DIR` also writes the fp16 bundle + card
+  6. eval    the colour-word table (dominant hue vs the named colour) on the exported model
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tld.errors import TLDError
+
+SETS = ("openmoji", "twemoji", "noto", "fluent-emoji-flat")
+# Each emoji set draws these objects in many colours, so "<colour> <object>" prompts are testable.
+COLOUR_OBJECTS = ("heart", "circle", "square")
+COLOUR_WORDS = ("red", "orange", "yellow", "green", "blue", "purple", "brown", "black", "white")
+
+VAE_CONFIG: dict[str, Any] = {
+    "image_size": 64,
+    "val_holdout": 256,
+    "flip": True,
+    "model": {
+        "block_out_channels": [32, 64, 64],
+        "layers_per_block": 1,
+        "latent_channels": 4,
+        "norm_num_groups": 16,
+        "mid_attention": False,
+    },  # fmt: skip
+    "loss": {"l1": 1.0, "mse": 1.0, "kl": 1e-6},
+    "lr": 1e-3,
+    "warmup_steps": 200,
+    "min_lr_ratio": 0.05,
+    "steps": 3500,
+    "batch_size": 16,
+    "mixed_precision": "bf16",
+    "ema_decay": 0.999,
+    "eval_every": 500,
+    "checkpoint_every": 250,
+    "keep_last": 2,
+    "log_every": 50,
+}
+TRAIN_CONFIG: dict[str, Any] = {
+    "data": {"condition": "text", "flip": False},  # emoji are not mirror-symmetric ("left arrow")
+    "model_preset": "small",
+    "model": {"embed_dim": 192, "depth": 4, "num_heads": 3, "noise_embed_dim": 128, "patch_size": 2},
+    "diffusion": {"parameterization": {"name": "tld"}, "density": {"name": "tld_beta"}, "cfg_dropout": 0.15},
+    "optim": {"lr": 1e-3, "warmup_steps": 200, "schedule": "cosine", "grad_clip": 1.0, "min_lr_ratio": 0.05},
+    "ema": {"decay": 0.999},
+    "sample": {"every": 2000, "steps": 15, "cfg": 4.0, "num": 16},
+    "steps": 8000,
+    "batch_size": 64,
+    "mixed_precision": "bf16",
+    "checkpoint_every": 500,
+    "keep_last": 2,
+    "log_every": 50,
+}
+
+
+@dataclass
+class EmojiRecipe:
+    out: Path = Path("runs/emoji")
+    device: str | None = None
+    size: int = 64
+    limit: int | None = None  # at most this many images per set (quick trials, tests)
+    # set name -> where to read it: an npm set name, a .tgz or a package folder ("openmoji": pip)
+    sources: dict[str, str] = field(default_factory=lambda: {name: name for name in SETS})
+    vae_overrides: dict[str, Any] = field(default_factory=dict)
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    seeds: int = 8  # seeds per colour prompt in the evaluation
+    progress: bool = True
+
+    @property
+    def shards(self) -> Path:
+        return self.out / "shards"
+
+    def vae_config(self) -> dict[str, Any]:
+        cfg = {**copy.deepcopy(VAE_CONFIG), **self.vae_overrides}
+        cfg.update(shards=[str(self.shards / "all")], output_dir=str(self.out / "vae"), resume="auto")
+        cfg.update(image_size=self.size, progress=self.progress)
+        return cfg | ({"device": self.device} if self.device else {})
+
+    def train_config(self) -> dict[str, Any]:
+        cfg = {**copy.deepcopy(TRAIN_CONFIG), **self.train_overrides}
+        cfg["data"] = {**cfg["data"], "path": str(self.out / "latents")}
+        cfg.update(output_dir=str(self.out / "denoiser"), resume="auto", progress=self.progress)
+        return cfg
+
+
+def _step(name: str, done: bool) -> bool:
+    print(f"[recipe] {name}: {'done, skipped' if done else 'running'}", flush=True)
+    return not done
+
+
+def build_data(r: EmojiRecipe) -> None:
+    from tld.preprocessing.emoji import build_emoji_shards
+    from tld.preprocessing.iconify import build_iconify_shards
+    from tld.preprocessing.shards import SOURCE_INFO, combine_shards
+
+    for name, source in r.sources.items():
+        folder = r.shards / name
+        if not _step(f"data {name}", (folder / SOURCE_INFO).is_file()):
+            continue
+        if name == "openmoji":
+            build_emoji_shards(folder, r.size, limit=r.limit, style="openmoji", progress=r.progress)
+        else:
+            report = build_iconify_shards(source, folder, size=r.size, limit=r.limit, progress=r.progress)
+            print(f"[recipe] {name}: {report.summary()}")
+    if _step("data combine", (r.shards / "all" / SOURCE_INFO).is_file()):
+        import shutil
+
+        shutil.rmtree(r.shards / "all", ignore_errors=True)  # a killed combine restarts cleanly
+        combine_shards([r.shards / name for name in r.sources], r.shards / "all")
+
+
+def train_vae_step(r: EmojiRecipe) -> Path:
+    from tld.training.vae_train import train_vae
+
+    vae_dir = r.out / "vae" / "vae"
+    if _step("vae", (vae_dir / "tld_vae.json").is_file()):
+        result = train_vae(r.vae_config())
+        print(f"[recipe] vae: held-out PSNR {result.val_psnr:.2f} dB after {result.step} steps")
+    return vae_dir
+
+
+def write_val_prompts(path: Path) -> Path:
+    prompts = [f"{c} {o}" for o in COLOUR_OBJECTS for c in COLOUR_WORDS]
+    prompts += ["grinning face, noto style", "cat face, twemoji style", "red apple, openmoji style", "rocket"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(prompts) + "\n")
+    return path
+
+
+def encode_step(r: EmojiRecipe, vae_dir: Path) -> None:
+    from tld.preprocessing.encode import EncodeConfig, encode
+
+    latents = r.out / "latents"
+    if _step("encode", (latents / "meta.json").is_file()):
+        cfg = EncodeConfig(
+            vae=str(vae_dir), text_encoder="minilm", latent_dtype="float16", device=r.device,
+            val_prompts=str(write_val_prompts(r.out / "val_prompts.txt")), resume=True, progress=r.progress,
+        )  # fmt: skip
+        encode(r.shards / "all", latents, cfg)
+
+
+def train_step(r: EmojiRecipe) -> None:
+    from tld.training import train
+    from tld.training.config import TrainConfig
+
+    cfg = TrainConfig.from_dict(r.train_config())
+    done = (Path(cfg.output_dir) / "checkpoints" / f"step_{cfg.steps}").is_dir()
+    if _step("train", done):
+        train(cfg)
+
+
+def export_step(r: EmojiRecipe) -> Path:
+    from tld.training.export import export_checkpoint
+
+    model = r.out / "model"
+    if _step("export", (model / "denoiser.safetensors").is_file()):
+        export_checkpoint(r.out / "denoiser", model)
+    return model
+
+
+def _timed(r: EmojiRecipe, name: str, fn: Any, *args: Any) -> Any:
+    """Run one step and add its wall time to OUT/timings.json (summed over resumed calls)."""
+    t0 = time.time()
+    result = fn(*args)
+    path = r.out / "timings.json"
+    timings = json.loads(path.read_text()) if path.is_file() else {}
+    timings[name] = round(timings.get(name, 0.0) + time.time() - t0, 1)
+    path.write_text(json.dumps(timings, indent=2) + "\n")
+    return result
+
+
+def run_recipe(r: EmojiRecipe, ship: str | None = None) -> dict[str, Any]:
+    """Every step in order; returns the evaluation summary (also written to OUT/eval.json)."""
+    from tld.recipes.report import colour_table, real_colour_ceiling, ship_model
+
+    r.out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    _timed(r, "data", build_data, r)
+    vae_dir = _timed(r, "vae", train_vae_step, r)
+    _timed(r, "encode", encode_step, r, vae_dir)
+    _timed(r, "train", train_step, r)
+    model = _timed(r, "export", export_step, r)
+    summary_path = r.out / "eval.json"
+    if _step("eval", summary_path.is_file()):
+        summary = _timed(r, "eval", colour_table, model, COLOUR_WORDS, COLOUR_OBJECTS, r.seeds, r.device)
+        summary["real"] = real_colour_ceiling(r.shards / "all", COLOUR_WORDS, COLOUR_OBJECTS)
+        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    summary = json.loads(summary_path.read_text())
+    if ship:
+        if not summary:
+            raise TLDError("nothing to ship: the evaluation produced no summary")
+        ship_model(r, model, Path(ship), summary)
+    print(f"[recipe] finished in {time.time() - start:.0f} s (this call); model: {model}")
+    return summary
