@@ -171,3 +171,14 @@ def test_caption_rank_alignment():
     assert good.chance_top1 == pytest.approx(0.25)
     bad = caption_rank_alignment(gen, ["dog", "car", "tree", "cat"], real, captions, k=3)
     assert bad.top1 == 0.0 and bad.top5 == 0.0
+    assert good.overlap == 1.0 and bad.overlap == 0.0 and 0.2 < good.chance_overlap < 0.3
+
+
+def test_word_overlap_scores_unique_captions():
+    # One image per caption, and prompts that differ from every real caption in the style word:
+    # no exact hits, but the nearest neighbour shares the other words.
+    real = np.eye(3) * 10
+    captions = ["red apple, noto style", "blue car, noto style", "green tree, noto style"]
+    prompts = ["red apple, openmoji style", "blue car, openmoji style", "green tree, openmoji style"]
+    r = caption_rank_alignment(real + 0.1, prompts, real, captions, k=3)
+    assert r.top1 == 0.0 and r.overlap == pytest.approx(3 / 5) and r.chance_overlap < r.overlap

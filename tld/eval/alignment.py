@@ -5,10 +5,15 @@ generated image, its k nearest real images in feature space are ranked by distan
 of the first one whose caption equals the prompt is recorded (a miss when none of the k has it).
 Top-1/top-5 hit rates and the mean reciprocal rank summarise it; the chance level (what
 neighbours drawn at random would score) is reported alongside, since repeated captions raise it.
+
+Exact matches need repeated captions (class names). For unique captions ("red apple, noto style")
+the word overlap is the softer score: the mean Jaccard overlap of the prompt's words with the
+nearest real image's caption, next to its chance level (the overlap with random real captions).
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -18,9 +23,19 @@ import numpy as np
 from tld.errors import TLDError
 from tld.eval.metrics import check_features
 
+_WORD = re.compile(r"[a-z0-9]+")
+
 
 def _normalise(caption: str) -> str:
     return " ".join(caption.lower().split())
+
+
+def _words(caption: str) -> frozenset[str]:
+    return frozenset(_WORD.findall(caption.lower()))
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a | b else 1.0
 
 
 @dataclass
@@ -30,6 +45,8 @@ class AlignmentResult:
     mrr: float  # mean reciprocal rank within the k nearest (0 for a miss)
     chance_top1: float  # expected top1 for random neighbours
     chance_top5: float
+    overlap: float  # mean word Jaccard of the prompt with the nearest real image's caption
+    chance_overlap: float  # ... with random real captions
     k: int
 
     def to_dict(self) -> dict[str, float]:
@@ -84,6 +101,7 @@ def caption_rank_alignment(
         share = counts.get(p, 0) / len(real)
         chance1.append(share)
         chance5.append(1 - (1 - share) ** min(5, k))
+    overlap, chance_overlap = _word_overlap(prompts, real_captions, neighbours[:, 0])
     ranks_arr = np.array(ranks)
     hit = ranks_arr > 0
     return AlignmentResult(
@@ -92,5 +110,21 @@ def caption_rank_alignment(
         mrr=float(np.where(hit, 1.0 / np.maximum(ranks_arr, 1), 0.0).mean()),
         chance_top1=float(np.mean(chance1)),
         chance_top5=float(np.mean(chance5)),
+        overlap=overlap,
+        chance_overlap=chance_overlap,
         k=k,
     )
+
+
+def _word_overlap(
+    prompts: Sequence[str], captions: Sequence[str], nearest: np.ndarray, draws: int = 20, seed: int = 0
+) -> tuple[float, float]:
+    """Mean Jaccard of each prompt with its nearest real caption, and with `draws` random real captions."""
+    words = [_words(c) for c in captions]
+    rng = np.random.default_rng(seed)
+    near, chance = [], []
+    for prompt, j in zip(prompts, nearest):
+        p = _words(prompt)
+        near.append(jaccard(p, words[j]))
+        chance.extend(jaccard(p, words[r]) for r in rng.integers(0, len(words), draws))
+    return float(np.mean(near)), float(np.mean(chance))

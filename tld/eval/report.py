@@ -16,6 +16,7 @@ TABLE_COLUMNS = (
     ("used_cfg", "cfg", "g"), ("nfe", "NFE", None), ("fid", "FID", ".2f"), ("kid_mean", "KID", ".4f"),
     ("kid_std", "KID std", ".4f"), ("precision", "precision", ".3f"), ("recall", "recall", ".3f"),
     ("align_top1", "caption top-1", ".3f"), ("align_top5", "caption top-5", ".3f"),
+    ("align_overlap", "word overlap", ".3f"),
     ("hue_accuracy", "hue acc.", ".3f"), ("seconds_per_image", "s/image", ".3f"),
 )  # fmt: skip
 
