@@ -41,10 +41,10 @@ def main() -> None:
     parser.add_argument("--merge-rows", type=int, default=200_000)
     args = parser.parse_args()
 
-    from preprocessing.emoji import build_emoji_shards
-    from preprocessing.encode import EncodeConfig, encode
-    from preprocessing.merge import _write_array
-    from preprocessing.shards import iter_shard, list_shards
+    from tld.preprocessing.emoji import build_emoji_shards
+    from tld.preprocessing.encode import EncodeConfig, encode
+    from tld.preprocessing.merge import _write_array
+    from tld.preprocessing.shards import iter_shard, list_shards
 
     tmp = Path(tempfile.mkdtemp(prefix="tld_bench_"))
     rows = []

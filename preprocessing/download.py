@@ -14,8 +14,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from preprocessing.shards import write_source_info
-from preprocessing.tables import check_columns, read_table
+from tld.preprocessing.shards import write_source_info
+from tld.preprocessing.tables import check_columns, read_table
+
 from tld.errors import TLDError
 
 RESIZE_MODES = ("center_crop", "keep_ratio", "border", "no")

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
+from tld.preprocessing.shards import Sample, write_shards, write_source_info
 from tqdm.auto import tqdm
 
-from preprocessing.shards import Sample, write_shards, write_source_info
 from tld.errors import TLDError
 
 LICENSE = "CC BY-SA 4.0"

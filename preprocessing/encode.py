@@ -20,18 +20,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from tld.preprocessing.shards import iter_shard, list_shards
 from tqdm.auto import tqdm
 
-from preprocessing.shards import iter_shard, list_shards
 from tld.data.format import CAPTIONS, LATENTS, META, TEXT_EMB, TEXT_MASK, quantize_latents
 from tld.encoders.images import center_crop_resize, load_image, pil_to_tensor
+from tld.encoders.text import DEFAULT_TEXT_SPEC, TEXT_BACKENDS
 from tld.errors import TLDError
 
 WORK = ".work"
 SETTINGS = "settings.json"
-TEXT_BACKENDS = ("open_clip", "hf_clip", "minilm")
-# Test hook: raise after this many shards were encoded in this run, to exercise kill-and-resume.
-FAIL_AFTER_ENV = "TLD_TEST_FAIL_AFTER_SHARDS"
 
 
 @dataclass
@@ -78,8 +76,6 @@ def text_encoder_spec(value: str | dict[str, Any]) -> str | dict[str, Any]:
     if isinstance(value, dict) or Path(str(value)).is_dir():
         return value
     if value == "open_clip":
-        from tld.encoders import DEFAULT_TEXT_SPEC
-
         return dict(DEFAULT_TEXT_SPEC)
     if value in TEXT_BACKENDS:
         return {"backend": value}
@@ -305,7 +301,7 @@ def encode(shards_dir: str | os.PathLike, out: str | os.PathLike, config: Encode
 
     Rerun with `resume=True` after an interruption: finished shards are kept, the rest encoded.
     """
-    from preprocessing.merge import merge_work
+    from tld.preprocessing.merge import merge_work
 
     cfg = config or EncodeConfig()
     _validate(cfg)
@@ -326,19 +322,17 @@ def encode(shards_dir: str | os.PathLike, out: str | os.PathLike, config: Encode
         (work / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
     dist.barrier()
 
-    fail_after = int(os.environ.get(FAIL_AFTER_ENV, "0"))
     mine = [s for s in shards[dist.rank :: dist.world] if not (work / s.stem).is_dir()]
-    done_now = 0
     with tqdm(desc=f"encode [{dist.rank}]", unit="img", disable=not cfg.progress) as bar:
         for shard in mine:
             bar.set_postfix_str(shard.name)
             encode_shard(shard, work / shard.stem, vae, text, cfg, size, bar)
-            done_now += 1
-            if fail_after and done_now >= fail_after:
-                raise RuntimeError(f"{FAIL_AFTER_ENV}={fail_after}: stopping after {done_now} shard(s)")
     dist.barrier()
     meta = None
     if dist.is_main:
-        meta = merge_work(out, shards, cfg, vae, text, size, source_dir=Path(shards_dir))
+        work_dirs = [work / s.stem for s in shards]
+        meta = merge_work(out, work_dirs, cfg, vae, text, size, source_dir=Path(shards_dir))
+        if not cfg.keep_work:
+            shutil.rmtree(work, ignore_errors=True)
     dist.barrier()
     return meta

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tld.preprocessing.shards import Sample, write_shards, write_source_info
+from tld.preprocessing.tables import check_columns, read_table
 from tqdm.auto import tqdm
 
-from preprocessing.shards import Sample, write_shards, write_source_info
-from preprocessing.tables import check_columns, read_table
 from tld.encoders.images import center_crop_resize, load_image
 from tld.errors import TLDError
 

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from tld.preprocessing.emoji import _parse_colour, caption_for, place_glyph
+from tld.preprocessing.shards import Sample, write_shards, write_source_info
 from tqdm.auto import tqdm
 
-from preprocessing.emoji import _parse_colour, caption_for, place_glyph
-from preprocessing.shards import Sample, write_shards, write_source_info
 from tld.common import first_line
 from tld.errors import TLDError
 

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from tld.preprocessing.shards import read_source_info
 
-from preprocessing.shards import read_source_info
 from tld.data.format import (
     CAPTIONS,
     LATENTS,
@@ -93,12 +92,10 @@ def _validation(out: Path, cfg: Any, text: Any, work_dirs: list[Path], captions,
 
 
 def merge_work(
-    out: Path, shards: list[Path], cfg: Any, vae: Any, text: Any, size: int, source_dir: Path
+    out: Path, work_dirs: list[Path], cfg: Any, vae: Any, text: Any, size: int, source_dir: Path
 ) -> DatasetMeta:
-    from preprocessing.encode import WORK
-
-    work_dirs = [out / WORK / s.stem for s in shards]
-    missing = [s.name for s, d in zip(shards, work_dirs) if not d.is_dir()]
+    """Merge the per-shard work folders (in shard order) into the dataset arrays and meta.json."""
+    missing = [f"{d.name}.tar" for d in work_dirs if not d.is_dir()]
     if missing:
         raise TLDError(
             f"cannot merge: {len(missing)} shard(s) not encoded yet, e.g. {missing[:3]}; rerun with resume"
@@ -145,7 +142,7 @@ def merge_work(
         license=str(info.get("license", "")),
         extra={
             "attribution": info.get("attribution", ""),
-            "shards": len(shards),
+            "shards": len(work_dirs),
             "samples_in_shards": sum(s["samples"] for s in stats),
             "images_encoded": sum(s["encoded"] for s in stats),
             "failed": dict(failed),
@@ -156,6 +153,4 @@ def merge_work(
         },
     )
     write_meta(out, meta)
-    if not cfg.keep_work:
-        shutil.rmtree(out / WORK, ignore_errors=True)
     return meta

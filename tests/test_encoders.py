@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tld.encoders import VAE, TextEncoder, load_text_encoder
-from tld.encoders.text import TEXT_ENCODER_JSON
+from tld.encoders.text_base import TEXT_ENCODER_JSON
 from tld.encoders.vae import TLD_VAE_JSON
 from tld.errors import TLDError
 

@@ -41,7 +41,7 @@ def extractor() -> EfficientNetLite0Extractor:
 
 @pytest.fixture(scope="module")
 def shard_dir(tmp_path_factory) -> Path:
-    from preprocessing.shards import Sample, write_shards
+    from tld.preprocessing.shards import Sample, write_shards
 
     images, captions = square_images(12)
     out = tmp_path_factory.mktemp("eval_shards")

@@ -271,5 +271,5 @@ def test_tld_version_matches_the_installed_distribution(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["--version"])
     assert exit_info.value.code == 0
-    assert capsys.readouterr().out.strip() == f"tld {tld.__version__}"
-    assert version("tld") == tld.__version__
+    assert capsys.readouterr().out.strip() == f"tld-diffusion {tld.__version__}"
+    assert version("tld-diffusion") == tld.__version__

@@ -167,7 +167,7 @@ def test_tld_commands_parse(notebook):
 
 
 def imported_names(nb: dict) -> dict[str, object]:
-    """Every `from tld... import X` / `from preprocessing... import X` resolved to its object."""
+    """Every `from tld... import X` / `from tld.preprocessing... import X` resolved to its object."""
     found = {}
     for text in code_cells(nb):
         for node in ast.walk(ast.parse(python_source(text))):

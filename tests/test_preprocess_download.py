@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from tld.preprocessing.download import DownloadConfig, download
+from tld.preprocessing.shards import iter_shard, list_shards
 
-from preprocessing.download import DownloadConfig, download
-from preprocessing.shards import iter_shard, list_shards
 from tld.errors import TLDError
 
 N_GOOD = 20
@@ -152,7 +152,8 @@ def test_unknown_table_suffix(tmp_path):
 
 
 def test_encode_downloaded_shards(downloaded, tmp_path, tiny_vae_dir, tiny_clip_dir):
-    from preprocessing.encode import EncodeConfig, encode
+    from tld.preprocessing.encode import EncodeConfig, encode
+
     from tld.data.format import open_latent_dataset
     from tld.encoders import VAE
     from tld.encoders.images import load_image, pil_to_tensor

@@ -8,12 +8,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import tld.preprocessing.encode as encode_module
 import torch
 import webdataset as wds
 from PIL import Image
+from tld.preprocessing.emoji import build_emoji_shards
+from tld.preprocessing.encode import WORK, EncodeConfig, encode
 
-from preprocessing.emoji import build_emoji_shards
-from preprocessing.encode import FAIL_AFTER_ENV, WORK, EncodeConfig, encode
 from tld.data.format import open_latent_dataset
 from tld.encoders import VAE, load_text_encoder
 from tld.encoders.images import pil_to_tensor
@@ -67,12 +68,19 @@ def test_arrays_align_with_captions_and_images(shards, cfg, tmp_path, tiny_vae_d
 
 def test_kill_and_resume_gives_the_same_arrays(shards, cfg, tmp_path, monkeypatch):
     encode(shards, tmp_path / "full", cfg)
-    monkeypatch.setenv(FAIL_AFTER_ENV, "2")
-    with pytest.raises(RuntimeError, match="stopping after 2"):
+    real_encode_shard, calls = encode_module.encode_shard, []
+
+    def killed_after_two(*args, **kwargs):  # the run dies while the third shard is in flight
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        calls.append(real_encode_shard(*args, **kwargs))
+
+    monkeypatch.setattr(encode_module, "encode_shard", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
         encode(shards, tmp_path / "ds", cfg)
     done = sorted(p.name for p in (tmp_path / "ds" / WORK).iterdir() if p.is_dir())
     assert done == ["00000", "00001"]
-    monkeypatch.delenv(FAIL_AFTER_ENV)
+    monkeypatch.setattr(encode_module, "encode_shard", real_encode_shard)
     with pytest.raises(TLDError, match=r"unfinished encode \(2 of 4 shards done\); pass --resume"):
         encode(shards, tmp_path / "ds", cfg)
     cfg.resume = True

@@ -9,9 +9,8 @@ import tarfile
 import numpy as np
 import pytest
 from PIL import Image
-
-from preprocessing.iconify import build_iconify_shards, load_set
-from preprocessing.shards import (
+from tld.preprocessing.iconify import build_iconify_shards, load_set
+from tld.preprocessing.shards import (
     Sample,
     combine_shards,
     iter_shard,
@@ -19,6 +18,7 @@ from preprocessing.shards import (
     read_source_info,
     write_shards,
 )
+
 from tld.cli import main
 from tld.errors import TLDError
 

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from tld.preprocessing.emoji import EmojiRenderer, build_emoji_shards, caption_for, list_emoji
+from tld.preprocessing.folder import build_folder_shards
+from tld.preprocessing.shards import iter_shard, list_shards, read_source_info
 
-from preprocessing.emoji import EmojiRenderer, build_emoji_shards, caption_for, list_emoji
-from preprocessing.folder import build_folder_shards
-from preprocessing.shards import iter_shard, list_shards, read_source_info
 from tld.cli import main
 from tld.data.format import open_latent_dataset
 from tld.errors import TLDError

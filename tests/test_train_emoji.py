@@ -19,8 +19,9 @@ def fresh_accelerate():
 
 
 def test_emoji_shards_encode_train_export(tmp_path, tiny_vae_dir):
-    from preprocessing.emoji import build_emoji_shards
-    from preprocessing.encode import EncodeConfig, encode
+    from tld.preprocessing.emoji import build_emoji_shards
+    from tld.preprocessing.encode import EncodeConfig, encode
+
     from tld.model import Denoiser
 
     count, _ = build_emoji_shards(

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from tld.preprocessing.shards import Sample, write_shards
 
-from preprocessing.shards import Sample, write_shards
 from tld.cli import main
 from tld.encoders.vae import VAE
 from tld.errors import TLDError

@@ -1,6 +1,11 @@
 """tld: text-to-image latent diffusion with a compact transformer denoiser."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("tld-diffusion")  # the distribution's name: PyPI's `tld` is another project
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0.0.0+unknown"
 
 
 def __getattr__(name: str):

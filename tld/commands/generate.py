@@ -74,8 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="model folder or hub repo id")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", help="model folder or hub repo id (default: the bundled demo model)")
     src.add_argument("--original", metavar="PTH", help="the original TLD checkpoint (state_dict_378000.pth)")
     p.add_argument("--cfg", type=float, help="guidance scale (default: the model's, usually 7)")
     p.add_argument("--steps", type=int, help="sampling steps (default: the model's, usually 15)")

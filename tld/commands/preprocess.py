@@ -130,7 +130,7 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from preprocessing.download import DownloadConfig, download
+    from tld.preprocessing.download import DownloadConfig, download
 
     cfg = DownloadConfig(
         url_col=args.url_col,
@@ -150,7 +150,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_folder(args: argparse.Namespace) -> int:
-    from preprocessing.folder import build_folder_shards
+    from tld.preprocessing.folder import build_folder_shards
 
     summary = build_folder_shards(
         args.images_dir,
@@ -168,7 +168,7 @@ def run_folder(args: argparse.Namespace) -> int:
 
 
 def run_emoji(args: argparse.Namespace) -> int:
-    from preprocessing.emoji import ATTRIBUTION, build_emoji_shards
+    from tld.preprocessing.emoji import ATTRIBUTION, build_emoji_shards
 
     count, shards = build_emoji_shards(
         args.out,
@@ -184,7 +184,7 @@ def run_emoji(args: argparse.Namespace) -> int:
 
 
 def run_iconify(args: argparse.Namespace) -> int:
-    from preprocessing.iconify import build_iconify_shards
+    from tld.preprocessing.iconify import build_iconify_shards
 
     report = build_iconify_shards(
         args.set,
@@ -202,7 +202,7 @@ def run_iconify(args: argparse.Namespace) -> int:
 
 
 def run_combine(args: argparse.Namespace) -> int:
-    from preprocessing.shards import combine_shards
+    from tld.preprocessing.shards import combine_shards
 
     n = combine_shards(args.sources, args.out)
     print(f"{n} shard(s) from {len(args.sources)} folder(s) -> {args.out}")
@@ -210,7 +210,7 @@ def run_combine(args: argparse.Namespace) -> int:
 
 
 def run_encode(args: argparse.Namespace) -> int:
-    from preprocessing.encode import EncodeConfig, encode
+    from tld.preprocessing.encode import EncodeConfig, encode
 
     if args.latent_clip <= 0:
         raise TLDError(f"--latent-clip must be > 0, got {args.latent_clip}")

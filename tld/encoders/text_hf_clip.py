@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from tld.common import first_line
-from tld.encoders.text import BaseTextEncoder
+from tld.encoders.text_base import BaseTextEncoder
 from tld.errors import TLDError
 
 DEFAULT_HF_CLIP = "openai/clip-vit-large-patch14"

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from tld.common import first_line
-from tld.encoders.text import BaseTextEncoder
+from tld.encoders.text_base import BaseTextEncoder
 from tld.errors import TLDError
 
 

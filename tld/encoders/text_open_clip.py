@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tld.common import first_line
-from tld.encoders.text import BaseTextEncoder
+from tld.encoders.text_base import BaseTextEncoder
 from tld.errors import TLDError
 
 WEIGHTS = "model.safetensors"

@@ -34,7 +34,7 @@ class ImageSet:
 
 def load_shard_images(folders: list[str], size: int, progress: bool = True) -> tuple[torch.Tensor, Counter]:
     """All images of the shard folders, centre-cropped and resized to size x size, in shard order."""
-    from preprocessing.shards import iter_shard, list_shards
+    from tld.preprocessing.shards import iter_shard, list_shards
 
     shards = [s for folder in folders for s in list_shards(folder)]
     failed: Counter = Counter()

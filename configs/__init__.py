@@ -1,0 +1,1 @@
+"""Example training configs (YAML), installed as the package data `tld.configs`."""
