@@ -101,7 +101,11 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("encode", help="encode shards with a frozen VAE + text encoder into a latent dataset")
     p.add_argument("shards_dir")
     p.add_argument("dataset_dir")
-    p.add_argument("--vae", default="madebyollin/sdxl-vae-fp16-fix", help="hub id or local folder")
+    p.add_argument(
+        "--vae",
+        default="madebyollin/sdxl-vae-fp16-fix",
+        help="hub id, local folder, or 'bundled' (the demo model's own 64 px VAE, works offline)",
+    )
     p.add_argument(
         "--latent-scale", type=float, help="latents are divided by this (default: recorded, else 8)"
     )
@@ -209,13 +213,22 @@ def run_combine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vae_source(name: str) -> str:
+    """'bundled' is the VAE inside the bundled demo model folder; anything else is passed on."""
+    if name != "bundled":
+        return name
+    from tld.pipeline.folder import bundled_model_path
+
+    return str(bundled_model_path() / "vae")
+
+
 def run_encode(args: argparse.Namespace) -> int:
     from tld.preprocessing.encode import EncodeConfig, encode
 
     if args.latent_clip <= 0:
         raise TLDError(f"--latent-clip must be > 0, got {args.latent_clip}")
     cfg = EncodeConfig(
-        vae=args.vae,
+        vae=_vae_source(args.vae),
         latent_scale=args.latent_scale,
         text_encoder=args.text_encoder,
         text_tokens=args.text_tokens,
