@@ -28,6 +28,23 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
+def bench_merge(tmp: Path, merge_rows: int) -> tuple[tuple, float]:
+    """Merge four uint8 latent parts with the memmap copy; the table row and bytes per latent."""
+    from tld.preprocessing.merge import _write_array
+
+    src = tmp / "parts"
+    src.mkdir()
+    per = merge_rows // 4
+    for i in range(4):
+        np.save(src / f"{i}.npy", np.random.default_rng(i).integers(0, 255, (per, 4, 32, 32), dtype=np.uint8))
+    parts = [(src / f"{i}.npy", np.ones(per, bool)) for i in range(4)]
+    sec, shape = timed(lambda: _write_array(tmp / "merged.npy", parts))
+    mb = (tmp / "merged.npy").stat().st_size / 1e6
+    row = ("merge (memmap copy)", "4x32x32 uint8", shape[0], shape[0] / sec, f"rows/s ({mb / sec:.0f} MB/s)")
+    per_row = (tmp / "merged.npy").stat().st_size / shape[0]
+    return row, per_row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--emoji", type=int, default=400, help="emoji to render")
@@ -43,7 +60,6 @@ def main() -> None:
 
     from tld.preprocessing.emoji import build_emoji_shards
     from tld.preprocessing.encode import EncodeConfig, encode
-    from tld.preprocessing.merge import _write_array
     from tld.preprocessing.shards import iter_shard, list_shards
 
     tmp = Path(tempfile.mkdtemp(prefix="tld_bench_"))
@@ -69,26 +85,8 @@ def main() -> None:
         label = "encode (tiny encoders)" if not args.vae else "encode"
         rows.append((label, f"{args.size}px -> {meta.latent_shape}", meta.count, meta.count / sec, "img/s"))
 
-        src = tmp / "parts"
-        src.mkdir()
-        per = args.merge_rows // 4
-        for i in range(4):
-            np.save(
-                src / f"{i}.npy", np.random.default_rng(i).integers(0, 255, (per, 4, 32, 32), dtype=np.uint8)
-            )
-        parts = [(src / f"{i}.npy", np.ones(per, bool)) for i in range(4)]
-        sec, shape = timed(lambda: _write_array(tmp / "merged.npy", parts))
-        mb = (tmp / "merged.npy").stat().st_size / 1e6
-        rows.append(
-            (
-                "merge (memmap copy)",
-                "4x32x32 uint8",
-                shape[0],
-                shape[0] / sec,
-                f"rows/s ({mb / sec:.0f} MB/s)",
-            )
-        )
-        per_row = (tmp / "merged.npy").stat().st_size / shape[0]
+        row, per_row = bench_merge(tmp, args.merge_rows)
+        rows.append(row)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -123,9 +123,6 @@ def merge_work(
     n_val = _validation(out, cfg, text, work_dirs, captions, held)
 
     info = read_source_info(source_dir)
-    total_values = max(
-        1, sum(s["encoded"] for s in stats) * (2 if cfg.flip else 1) * int(np.prod(latent_shape[1:]))
-    )
     meta = DatasetMeta(
         count=latent_shape[0],
         latent_shape=list(latent_shape[1:]),
@@ -140,17 +137,25 @@ def merge_work(
         flip_doubled=cfg.flip,
         source=str(info.get("source") or source_dir.resolve()),
         license=str(info.get("license", "")),
-        extra={
-            "attribution": info.get("attribution", ""),
-            "shards": len(work_dirs),
-            "samples_in_shards": sum(s["samples"] for s in stats),
-            "images_encoded": sum(s["encoded"] for s in stats),
-            "failed": dict(failed),
-            "clipped_fraction": sum(s["clipped_values"] for s in stats) / total_values,
-            "val_prompts": n_val,
-            "val_source": "file" if cfg.val_prompts else ("holdout" if cfg.val_holdout else "none"),
-            "sample_posterior": cfg.sample_posterior,
-        },
+        extra=_provenance(info, cfg, stats, failed, n_val, len(work_dirs), latent_shape),
     )
     write_meta(out, meta)
     return meta
+
+
+def _provenance(
+    info: dict[str, Any], cfg: Any, stats: list[dict], failed: Counter, n_val: int, shards: int, shape
+) -> dict[str, Any]:
+    """meta.json's `extra`: attribution, counts, failures and how the validation prompts were chosen."""
+    values = sum(s["encoded"] for s in stats) * (2 if cfg.flip else 1) * int(np.prod(shape[1:]))
+    return {
+        "attribution": info.get("attribution", ""),
+        "shards": shards,
+        "samples_in_shards": sum(s["samples"] for s in stats),
+        "images_encoded": sum(s["encoded"] for s in stats),
+        "failed": dict(failed),
+        "clipped_fraction": sum(s["clipped_values"] for s in stats) / max(1, values),
+        "val_prompts": n_val,
+        "val_source": "file" if cfg.val_prompts else ("holdout" if cfg.val_holdout else "none"),
+        "sample_posterior": cfg.sample_posterior,
+    }

@@ -18,6 +18,11 @@ def fresh_accelerate():
     PartialState._reset_state()
 
 
+TINY_ENCODE = dict(
+    latent_scale=1.0, text_encoder="minilm", image_size=16, val_holdout=4, batch_size=8, progress=False
+)
+
+
 def test_emoji_shards_encode_train_export(tmp_path, tiny_vae_dir):
     from tld.preprocessing.emoji import build_emoji_shards
     from tld.preprocessing.encode import EncodeConfig, encode
@@ -28,15 +33,7 @@ def test_emoji_shards_encode_train_export(tmp_path, tiny_vae_dir):
         tmp_path / "shards", size=16, limit=24, samples_per_shard=12, progress=False
     )
     assert count == 24
-    enc = EncodeConfig(
-        vae=str(tiny_vae_dir),
-        latent_scale=1.0,
-        text_encoder="minilm",
-        image_size=16,
-        val_holdout=4,
-        batch_size=8,
-        progress=False,
-    )
+    enc = EncodeConfig(vae=str(tiny_vae_dir), **TINY_ENCODE)
     meta = encode(tmp_path / "shards", tmp_path / "latents", enc)
     assert meta.latent_shape == [4, 8, 8] and meta.text_dim == 384
 

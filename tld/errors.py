@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import fields
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class TLDError(ValueError):
@@ -18,3 +22,16 @@ def check_keys(given: Iterable[str], known: Iterable[str], message: str) -> None
     unknown = sorted(set(given) - known)
     if unknown:
         raise TLDError(message.format(unknown=unknown, known=sorted(known)))
+
+
+def from_dict(cls: type[T], data: Any, what: str) -> T:
+    """Build the config dataclass `cls` from a JSON object; a non-object or unknown keys are TLDErrors.
+
+    `what` names the config in messages ("DenoiserConfig keys", "sampling settings", ...).
+    """
+    if not isinstance(data, dict):
+        raise TLDError(f"{what} must be a JSON object, got {type(data).__name__}")
+    check_keys(
+        data, (f.name for f in fields(cls)), f"unknown {what} {{unknown}}; expected a subset of {{known}}"
+    )
+    return cls(**data)

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tld.common import write_json_atomic
-from tld.errors import TLDError, check_keys
+from tld.errors import TLDError, from_dict
 
 LATENTS = "latents.npy"
 TEXT_EMB = "text_emb.npy"
@@ -65,12 +65,9 @@ class DatasetMeta:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DatasetMeta:
-        check_keys(
-            d, (f.name for f in fields(cls)), "meta.json has unknown keys {unknown}; known keys are {known}"
-        )
-        if d.get("format", FORMAT_NAME) != FORMAT_NAME:
+        if isinstance(d, dict) and d.get("format", FORMAT_NAME) != FORMAT_NAME:
             raise TLDError(f"meta.json format is {d.get('format')!r}, expected {FORMAT_NAME!r}")
-        return cls(**d)
+        return from_dict(cls, d, "meta.json keys")
 
 
 def write_meta(folder: str | os.PathLike, meta: DatasetMeta) -> None:

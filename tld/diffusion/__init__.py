@@ -13,7 +13,7 @@ from tld.diffusion.parameterizations import (
     TrainingInputs,
     get_parameterization,
 )
-from tld.diffusion.samplers import SAMPLERS, STOCHASTIC_SAMPLERS, get_sampler
+from tld.diffusion.samplers import SAMPLERS, get_sampler
 from tld.diffusion.schedules import (
     SCHEDULES,
     get_sigmas,
@@ -30,7 +30,6 @@ __all__ = [
     "ParamDenoiser",
     "SAMPLERS",
     "SCHEDULES",
-    "STOCHASTIC_SAMPLERS",
     "TrainingInputs",
     "apply_threshold",
     "get_density",

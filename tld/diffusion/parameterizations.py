@@ -293,11 +293,6 @@ def get_parameterization(name: str, **kwargs: Any) -> Parameterization:
     return cls(**kwargs)
 
 
-def sigma_from_t(t: torch.Tensor) -> torch.Tensor:
-    """The TLD noise level t in [0, 1) as a variance-exploding sigma."""
-    return t / (1 - t)
-
-
 __all__ = [
     "PARAMETERIZATIONS",
     "ParamDenoiser",
@@ -305,5 +300,4 @@ __all__ = [
     "TrainingInputs",
     "append_dims",
     "get_parameterization",
-    "sigma_from_t",
 ]

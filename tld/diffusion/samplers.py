@@ -313,8 +313,6 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "ddim": sample_ddim,
     "ddpm": sample_ddpm,
 }
-# Samplers that draw fresh noise by default (ddim only when eta > 0, the churn samplers only with s_churn > 0).
-STOCHASTIC_SAMPLERS = ("euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_2m_sde", "ddpm")
 
 
 def get_sampler(name: str) -> Callable[..., torch.Tensor]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tld.errors import TLDError, check_keys
+from tld.errors import TLDError, from_dict
 from tld.model.files import CONFIG_NAME, read_json
 
 NORM_POSITIONS = ("pre", "post")
@@ -98,14 +98,7 @@ class DenoiserConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DenoiserConfig:
-        if not isinstance(d, dict):
-            raise TLDError(f"a denoiser config must be a JSON object, got {type(d).__name__}")
-        check_keys(
-            d,
-            (f.name for f in fields(cls)),
-            "unknown DenoiserConfig keys {unknown}; expected a subset of {known}",
-        )
-        return cls(**d)
+        return from_dict(cls, d, "DenoiserConfig keys")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

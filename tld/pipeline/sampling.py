@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import secrets
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ from torch import nn
 from tld.diffusion import CFGDenoiser, DynamicThreshold, get_sampler, get_sigmas
 from tld.diffusion.noise import make_generators, randn_like_seeded, seeded_noise_sampler
 from tld.encoders.images import tensor_to_pil
-from tld.errors import TLDError, check_keys
+from tld.errors import TLDError, check_keys, from_dict
 from tld.model import check_inputs
 from tld.model.surgery import blank_inpaint_concat
 
@@ -57,14 +57,7 @@ class SamplingDefaults:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SamplingDefaults:
-        if not isinstance(d, dict):
-            raise TLDError(f"sampling settings must be a JSON object, got {type(d).__name__}")
-        check_keys(
-            d,
-            (f.name for f in fields(cls)),
-            "unknown sampling settings {unknown}; expected a subset of {known}",
-        )
-        return cls(**d)
+        return from_dict(cls, d, "sampling settings")
 
     def updated(self, **changes: Any) -> SamplingDefaults:
         """A copy with the given (non-None) settings replaced; unknown names are an error."""

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -92,41 +93,51 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(config: TrainConfig | dict | str) -> TrainResult:
-    """Train from a TrainConfig (or its dict, or a JSON/YAML path); works under accelerate launch."""
+@dataclass
+class _Run:
+    """Everything one training run holds: built once by `_start`, stepped by `train`."""
+
+    acc: Any
+    config: TrainConfig
+    data: LatentDataset
+    net: nn.Module
+    train_net: nn.Module
+    param: Any
+    density: Any
+    ema: EMA
+    opt: torch.optim.Optimizer
+    sched: Any
+    compat: dict[str, Any]
+    step: int
+    trackers: list[str]
+
+
+def _start(config: TrainConfig) -> tuple[_Run, dict[str, Any] | None]:
+    """Build the accelerator, data, model, EMA and optimizer; load the resume checkpoint if any."""
     from accelerate import Accelerator
 
     from tld.diffusion.densities import get_density
     from tld.diffusion.parameterizations import get_parameterization
 
-    config = _as_config(config)
-    out_dir = Path(config.output_dir)
     trackers = [] if config.tracker == "none" else [config.tracker]
     acc = Accelerator(
         mixed_precision=config.mixed_precision,
         log_with=trackers or None,
-        project_dir=str(out_dir),
+        project_dir=str(config.output_dir),
         # Without cpu=True accelerate ignores torchrun's WORLD_SIZE on machines without a GPU.
         cpu=not torch.cuda.is_available(),
     )
     data = LatentDataset(config.data.path, config.data.condition, config.data.text, config.data.check_finite)
     _seed_everything(config.seed)
     net = build_model(config, data)
-    model_cfg = net.config.to_dict()
-    param = get_parameterization(**config.diffusion.parameterization)
-    density = get_density(**config.diffusion.density)
+    compat = compat_key(config, net.config.to_dict())
     ema = EMA(net, config.ema.decay, config.ema.warmup, config.ema.start_step)
+    o = config.optim
     opt = torch.optim.AdamW(
-        net.parameters(),
-        lr=config.optim.lr,
-        betas=tuple(config.optim.betas),
-        weight_decay=config.optim.weight_decay,
-        eps=config.optim.eps,
+        net.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, eps=o.eps
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(config))
-    compat = compat_key(config, model_cfg)
-
-    step = 0
+    step, saved = 0, None
     resume_from = find_resume(config)
     if resume_from is not None:
         saved = ckpt.load_checkpoint(resume_from)
@@ -141,84 +152,124 @@ def train(config: TrainConfig | dict | str) -> TrainResult:
     net, opt = acc.prepare(net, opt)
     ema.to(acc.device)
     train_net = torch.compile(net) if config.compile else net
+    param = get_parameterization(**config.diffusion.parameterization)
+    density = get_density(**config.diffusion.density)
+    run = _Run(acc, config, data, net, train_net, param, density, ema, opt, sched, compat, step, trackers)
+    return run, saved
 
-    if acc.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        config.save(out_dir / "config.yaml")
-        _print_summary(acc, config, acc.unwrap_model(net), data)
-    if trackers:
-        acc.init_trackers("tld", config={"steps": config.steps, "batch_size": config.batch_size})
 
+def _batches(run: _Run) -> DataLoader:
+    config, acc = run.config, run.acc
     accum = config.optim.grad_accum
     batches = StepBatches(
-        data, config.batch_size, config.seed, acc.process_index, acc.num_processes, config.data.flip
+        run.data, config.batch_size, config.seed, acc.process_index, acc.num_processes, config.data.flip
     )
-    loader = DataLoader(
+    return DataLoader(
         batches,
         batch_size=None,
-        sampler=range(step * accum, config.steps * accum),
+        sampler=range(run.step * accum, config.steps * accum),
         num_workers=config.data.num_workers,
         collate_fn=collate_identity,
     )
-    images_per_step = config.batch_size * accum * acc.num_processes
+
+
+def _optimizer_step(run: _Run, it, first: bool) -> float:
+    """One optimizer step over grad_accum micro-batches; the mean loss over all processes."""
+    config, acc = run.config, run.acc
+    accum = config.optim.grad_accum
+    total = torch.zeros((), device=acc.device)
+    for micro in range(accum):
+        batch = next(it).to(acc.device)
+        gen = torch.Generator().manual_seed(
+            derive_seed(config.seed, 0x5EED, run.step, micro, acc.process_index)
+        )
+        sync = acc.no_sync(run.net) if micro < accum - 1 else nullcontext()
+        with sync, acc.autocast():
+            check = first and micro == 0  # inputs are checked where they enter: the first batch
+            loss = micro_batch_loss(run.train_net, run.param, run.density, batch, gen, config, check=check)
+        acc.backward(loss / accum)
+        total += loss.detach() / accum
+    if config.optim.grad_clip > 0:
+        acc.clip_grad_norm_(run.net.parameters(), config.optim.grad_clip)
+    run.opt.step()
+    run.sched.step()
+    run.opt.zero_grad(set_to_none=True)
+    run.step += 1
+    run.ema.update(acc.unwrap_model(run.net), run.step)
+    return float(acc.gather(total).mean())
+
+
+def train(config: TrainConfig | dict | str) -> TrainResult:
+    """Train from a TrainConfig (or its dict, or a JSON/YAML path); works under accelerate launch."""
+    config = _as_config(config)
+    out_dir = Path(config.output_dir)
+    run, saved = _start(config)
+    acc = run.acc
+    if acc.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        config.save(out_dir / "config.yaml")
+        _print_summary(acc, config, acc.unwrap_model(run.net), run.data)
+    if run.trackers:
+        acc.init_trackers("tld", config={"steps": config.steps, "batch_size": config.batch_size})
+    images_per_step = config.batch_size * config.optim.grad_accum * acc.num_processes
     losses: list[float] = []
     last_ckpt = ckpt.latest_checkpoint(out_dir / "checkpoints")
     bar = tqdm(
-        total=config.steps, initial=step, disable=not (config.progress and acc.is_main_process), desc="train"
+        total=config.steps,
+        initial=run.step,
+        disable=not (config.progress and acc.is_main_process),
+        desc="train",
     )
-    t0, step0 = time.perf_counter(), step
-    log_time, log_step = t0, step
-    it = iter(loader)  # draws a base seed from the global RNG, so it comes before the restore
-    if resume_from is not None:
+    log = _LogWindow(run.step)
+    it = iter(_batches(run))  # draws a base seed from the global RNG, so it comes before the restore
+    if saved is not None:
         ckpt.restore_rng(saved["rng"])
-    while step < config.steps:
-        total = torch.zeros((), device=acc.device)
-        for micro in range(accum):
-            batch = next(it).to(acc.device)
-            gen = torch.Generator().manual_seed(
-                derive_seed(config.seed, 0x5EED, step, micro, acc.process_index)
-            )
-            sync = acc.no_sync(net) if micro < accum - 1 else nullcontext()
-            with sync, acc.autocast():
-                loss = micro_batch_loss(train_net, param, density, batch, gen, config)
-            acc.backward(loss / accum)
-            total += loss.detach() / accum
-        if config.optim.grad_clip > 0:
-            acc.clip_grad_norm_(net.parameters(), config.optim.grad_clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        ema.update(acc.unwrap_model(net), step)
-        value = float(acc.gather(total).mean())
+    first_step = run.step
+    while run.step < config.steps:
+        value = _optimizer_step(run, it, run.step == first_step)
         if not math.isfinite(value):
             bar.close()
             kept = (
                 f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
             )
-            raise TLDError(f"loss became {value} at step {step}; training stopped, {kept}")
+            raise TLDError(f"loss became {value} at step {run.step}; training stopped, {kept}")
         losses.append(value)
-        rate = (step - step0) / max(time.perf_counter() - t0, 1e-9)
-        bar.update(1)
-        bar.set_postfix(loss=f"{value:.4f}", its=f"{rate:.2f}", img_s=f"{rate * images_per_step:.1f}")
-        if trackers and (step % config.log_every == 0 or step == config.steps):
-            # Means over the interval since the last log: far less noisy than the last step alone.
-            window = losses[-(step - log_step) :]
-            now = time.perf_counter()
-            logs = {"loss": sum(window) / len(window), "lr": sched.get_last_lr()[0]}
-            logs["images_per_s"] = len(window) * images_per_step / max(now - log_time, 1e-9)
-            acc.log(logs, step=step)
-            log_step, log_time = step, now
-        if config.sample.every and step % config.sample.every == 0:
-            _log_samples(acc, config, ema, acc.unwrap_model(net), param, data, step, trackers)
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            last_ckpt = _save(acc, config, net, ema, opt, sched, step, compat, data)
+        log.progress(bar, run.step, value, images_per_step)
+        if run.trackers and (run.step % config.log_every == 0 or run.step == config.steps):
+            acc.log(log.window(losses, run.step, run.sched.get_last_lr()[0], images_per_step), step=run.step)
+        if config.sample.every and run.step % config.sample.every == 0:
+            _log_samples(run)
+        if run.step % config.checkpoint_every == 0 or run.step == config.steps:
+            last_ckpt = _save(run)
     bar.close()
     acc.end_training()
-    return TrainResult(step, losses, out_dir, last_ckpt)
+    return TrainResult(run.step, losses, out_dir, last_ckpt)
 
 
-def _save(acc, config, net, ema, opt, sched, step, compat, data) -> Path:
+class _LogWindow:
+    """Rates for the progress bar, and loss means over the interval since the last log."""
+
+    def __init__(self, step: int):
+        self.t0 = self.log_time = time.perf_counter()
+        self.step0 = self.log_step = step
+
+    def progress(self, bar, step: int, value: float, images_per_step: int) -> None:
+        rate = (step - self.step0) / max(time.perf_counter() - self.t0, 1e-9)
+        bar.update(1)
+        bar.set_postfix(loss=f"{value:.4f}", its=f"{rate:.2f}", img_s=f"{rate * images_per_step:.1f}")
+
+    def window(self, losses: list[float], step: int, lr: float, images_per_step: int) -> dict[str, float]:
+        # Means over the interval since the last log: far less noisy than the last step alone.
+        window = losses[-(step - self.log_step) :]
+        now = time.perf_counter()
+        logs = {"loss": sum(window) / len(window), "lr": lr}
+        logs["images_per_s"] = len(window) * images_per_step / max(now - self.log_time, 1e-9)
+        self.log_step, self.log_time = step, now
+        return logs
+
+
+def _save(run: _Run) -> Path:
+    acc, config, data, step = run.acc, run.config, run.data, run.step
     acc.wait_for_everyone()
     if not acc.is_main_process:
         acc.wait_for_everyone()  # the main process writes; afterwards the folder exists for all
@@ -226,7 +277,7 @@ def _save(acc, config, net, ema, opt, sched, step, compat, data) -> Path:
     meta = data.arrays.meta
     state = {
         "config": config.to_dict(),
-        "compat": compat,
+        "compat": run.compat,
         "dataset": {
             "vae": meta.vae,
             "text_encoder": meta.text_encoder,
@@ -238,10 +289,10 @@ def _save(acc, config, net, ema, opt, sched, step, compat, data) -> Path:
     path = ckpt.save_checkpoint(
         Path(config.output_dir) / "checkpoints",
         step,
-        model_state=acc.unwrap_model(net).state_dict(),
-        ema_state=ema.state_dict(),
-        optimizer_state=opt.state_dict(),
-        scheduler_state=sched.state_dict(),
+        model_state=acc.unwrap_model(run.net).state_dict(),
+        ema_state=run.ema.state_dict(),
+        optimizer_state=run.opt.state_dict(),
+        scheduler_state=run.sched.state_dict(),
         rng=ckpt.capture_rng(),
         state=state,
         keep_last=config.keep_last,
@@ -250,12 +301,13 @@ def _save(acc, config, net, ema, opt, sched, step, compat, data) -> Path:
     return path
 
 
-def _log_samples(acc, config, ema, net, param, data, step, trackers) -> None:
+def _log_samples(run: _Run) -> None:
+    acc, config, step, trackers = run.acc, run.config, run.step, run.trackers
     if not acc.is_main_process:
         return
     from tld.training.samples import sample_grid, save_grid
 
-    grid = sample_grid(net, ema, param, data, config)
+    grid = sample_grid(acc.unwrap_model(run.net), run.ema, run.param, run.data, config)
     if grid is None:
         return
     path = save_grid(grid, Path(config.output_dir) / "samples" / f"step_{step:07d}.png")

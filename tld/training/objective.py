@@ -10,6 +10,7 @@ from torch import nn
 
 from tld.data import Batch, LatentDataset
 from tld.errors import TLDError
+from tld.model import check_inputs
 from tld.model.surgery import grow_input_channels, inpaint_concat
 from tld.training.augment import AUGMENT_COND_DIM, augment_latents, random_masks
 from tld.training.config import TrainConfig
@@ -84,8 +85,12 @@ def micro_batch_loss(
     batch: Batch,
     generator: torch.Generator,
     config: TrainConfig,
+    check: bool = False,
 ) -> torch.Tensor:
-    """Mean loss of one micro-batch; all randomness comes from `generator` (on the CPU)."""
+    """Mean loss of one micro-batch; all randomness comes from `generator` (on the CPU).
+
+    `check=True` (the first batch of a run) runs `check_inputs` on what the network gets.
+    """
     x0 = batch.latents
     device = x0.device
     b = x0.shape[0]
@@ -102,13 +107,15 @@ def micro_batch_loss(
         i = config.inpaint
         mask = random_masks(b, x0.shape[-2], x0.shape[-1], generator, (i.box, i.border, i.full, i.none))
         net_input = torch.cat([net_input, inpaint_concat(x0, mask.to(device))], dim=1)
-    out = net(
-        net_input,
-        inp.c_noise,
+    cond = dict(
         text_emb=batch.text_emb,
         text_mask=batch.text_mask,
         class_labels=batch.labels,
         extra_cond=extra_cond,
         drop_cond=drop,
     )
+    if check:
+        inner = getattr(net, "_orig_mod", net)  # torch.compile keeps the module there
+        check_inputs(getattr(inner, "module", inner).config, net_input, inp.c_noise, **cond)
+    out = net(net_input, inp.c_noise, **cond)
     return param.loss(out.float(), inp.target.float(), inp.weight).mean()
