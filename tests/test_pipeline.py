@@ -10,7 +10,6 @@ import pytest
 import torch
 from pipeline_fixtures import TEXT_DIM, tiny_denoiser, tiny_pipeline
 
-from tld.diffusion import SAMPLERS
 from tld.encoders.text import load_text_encoder
 from tld.encoders.vae import VAE
 from tld.errors import TLDError
@@ -52,15 +51,6 @@ def test_each_image_depends_only_on_its_seed(pipe):
     )
 
 
-@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
-def test_every_sampler_runs_and_denoises(pipe, sampler):
-    out = pipe("a cute owl", seed=1, sampler=sampler, steps=2, progress=False, output_type="latent")
-    assert out.latents.shape == (1, 4, 8, 8)
-    assert torch.isfinite(out.latents).all()
-    # A denoised latent is the network's x0 estimate, far below the initial noise scale (sigma_max 99).
-    assert out.latents.abs().max() < 20
-
-
 def test_sampler_opts_reach_the_sampler(pipe):
     # Euler ancestral with eta 0 adds no noise: it is plain Euler.
     quiet = pipe("a cute owl", seed=1, sampler="euler_ancestral", sampler_opts={"eta": 0.0}, **FAST)
@@ -82,13 +72,6 @@ def test_cfg_one_equals_the_unguided_conditional_denoiser(pipe):
     torch.testing.assert_close(out.latents, expected, rtol=1e-5, atol=1e-5)
     guided = pipe("a cute owl", seed=2, cfg=3.0, steps=1, progress=False, output_type="latent")
     assert (guided.latents - out.latents).abs().mean() > 0.01
-
-
-def test_negative_prompt_replaces_the_null_condition(pipe):
-    plain = pipe("a cute owl", seed=4, cfg=3.0, **FAST)
-    negative = pipe("a cute owl", seed=4, cfg=3.0, negative_prompt="blurry", **FAST)
-    assert (plain.latents - negative.latents).abs().mean() > 0.01
-    assert negative.metadata(0)["negative_prompt"] == "blurry"
 
 
 def test_output_types_and_other_sizes(pipe):
@@ -115,16 +98,6 @@ def test_threshold_clamps_the_result(pipe):
         "a cute owl", seed=9, output_type="latent", threshold={"percentile": 0.9, "floor": 0.2}, **FAST
     )
     assert dyn.latents.abs().max() <= 0.2 + 1e-6
-
-
-def test_float16_pipeline_matches_float32(tiny_vae_dir, tiny_clip_dir):
-    p32 = tiny_pipeline(tiny_vae_dir, tiny_clip_dir, seed=1)
-    p16 = tiny_pipeline(tiny_vae_dir, tiny_clip_dir, seed=1).to("cpu", "bf16")
-    assert p16.dtype == torch.bfloat16 and next(p16.denoiser.parameters()).dtype == torch.bfloat16
-    a = p32("a cute owl", seed=1, output_type="latent", **FAST).latents
-    b = p16("a cute owl", seed=1, output_type="latent", **FAST).latents
-    assert b.dtype == torch.float32
-    assert (a - b).abs().mean() < 0.1 * a.abs().mean()
 
 
 # ---- original TLD weights -----------------------------------------------------------------------------

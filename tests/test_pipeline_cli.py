@@ -13,7 +13,6 @@ from pipeline_fixtures import TEXT_DIM, checker_image, tiny_pipeline
 from tld.cli import main
 from tld.errors import TLDError
 from tld.model import Denoiser
-from tld.model.convert import load_original_tld
 from tld.pipeline.images import make_grid, read_png_metadata, save_png
 
 
@@ -80,30 +79,47 @@ def test_generate_grid_with_two_prompts(model_dir, tmp_path, capsys):
     assert meta["sampler"] == "euler"
 
 
-def test_edit_commands(model_dir, tmp_path):
-    folder, _ = model_dir
+def _png(path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def test_edit_commands_match_the_api(model_dir, tmp_path):
+    from tld.encoders.images import load_image
+
+    folder, pipe = model_dir
     image, mask = tmp_path / "in.png", tmp_path / "mask.png"
     checker_image(16, seed=2).save(image)
     m = np.zeros((16, 16), dtype=np.uint8)
     m[4:12, 4:12] = 255
     Image.fromarray(m).save(mask)
+    given = load_image(image)
     common = ["--model", str(folder), "--steps", "2", "--seed", "1", "--no-progress"]
+    api = dict(steps=2, seed=1, progress=False)
+
     assert (
         main(["outpaint", str(image), "a wide view", "--right", "8", *common, "-o", str(tmp_path / "o.png")])
         == 0
     )
-    with Image.open(tmp_path / "o.png") as im:
-        assert im.size == (24, 16)
-        assert np.array_equal(
-            np.asarray(im.convert("RGB"))[:, :16], np.asarray(Image.open(image).convert("RGB"))
-        )
-    assert main(["inpaint", str(image), str(mask), "a hole", *common, "-o", str(tmp_path / "i.png")]) == 0
-    assert read_png_metadata(tmp_path / "i.png")["prompt"] == "a hole"
-    assert (
-        main(["img2img", str(image), "redo", "--strength", "0.5", *common, "-o", str(tmp_path / "r.png")])
-        == 0
-    )
+    got = _png(tmp_path / "o.png")
+    assert got.shape == (16, 24, 3) and np.array_equal(got[:, :16], np.asarray(given))
+    assert np.array_equal(got, np.asarray(pipe.outpaint(given, "a wide view", right=8, **api)[0]))
+
+    argv = ["inpaint", str(image), str(mask), "a hole", *common, "--composite", "-o", str(tmp_path / "i.png")]
+    assert main(argv) == 0
+    got, hole = _png(tmp_path / "i.png"), m > 0
+    expected = np.asarray(pipe.inpaint(given, Image.fromarray(m), "a hole", composite=True, **api)[0])
+    assert np.array_equal(got, expected) and read_png_metadata(tmp_path / "i.png")["prompt"] == "a hole"
+    assert np.array_equal(got[~hole], np.asarray(given)[~hole])  # the kept region is the input
+    assert np.abs(got[hole].astype(int) - np.asarray(given)[hole]).mean() > 2  # the hole is repainted
+
+    argv = ["img2img", str(image), "redo", "--strength", "0.5", *common, "-o", str(tmp_path / "r.png")]
+    assert main(argv) == 0
+    expected = np.asarray(pipe.img2img(given, "redo", strength=0.5, **api)[0])
+    assert np.array_equal(_png(tmp_path / "r.png"), expected)
     assert read_png_metadata(tmp_path / "r.png")["strength"] == 0.5
+    other = np.asarray(pipe.img2img(given, "redo", strength=0.5, steps=2, seed=2, progress=False)[0])
+    assert not np.array_equal(other, expected)  # the seed reached the command
 
 
 def test_cli_errors_are_one_line(model_dir, tmp_path, capsys):
@@ -132,7 +148,9 @@ def test_convert_writes_a_model_folder_with_hub_specs(tmp_path, capsys):
     assert config["text_encoder"] == {"backend": "open_clip", "model": "ViT-L-14", "pretrained": "openai"}
     assert config["parameterization"]["name"] == "tld" and config["sampling"]["schedule"] == "tld"
     assert json.loads(capsys.readouterr().out)["model_folder"] == str(out)
-    x, t, label = torch.randn(2, 4, 8, 8), torch.rand(2), torch.randn(2, TEXT_DIM)
+    x, t, label = torch.randn(2, 4, 8, 8), torch.rand(2, 1), torch.randn(2, TEXT_DIM)
     with torch.no_grad():
-        expected = load_original_tld(net.state_dict())(x, t, text_emb=label)
-        torch.testing.assert_close(Denoiser.from_pretrained(out)(x, t, text_emb=label), expected)
+        expected = net(x, t, label)  # the independent re-implementation, not the converter
+        assert expected.abs().mean() > 0.1
+        got = Denoiser.from_pretrained(out).eval()(x, t, text_emb=label)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
