@@ -58,7 +58,7 @@ TRAIN_CONFIG: dict[str, Any] = {
     "ema": {"decay": 0.999},
     "sample": {"every": 2000, "steps": 15, "cfg": 4.0, "num": 16},
     "steps": 8000,
-    "batch_size": 64,
+    "batch_size": 32,  # ~0.33 s per step on one CPU core with bf16 autocast
     "mixed_precision": "bf16",
     "checkpoint_every": 500,
     "keep_last": 2,

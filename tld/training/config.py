@@ -108,7 +108,7 @@ class TrainConfig:
     compile: bool = False
     log_every: int = 50
     tracker: str = "tensorboard"  # "tensorboard" | "wandb" | "none"
-    checkpoint_every: int = 1000
+    checkpoint_every: int = 1000  # 0: only the final checkpoint
     keep_last: int = 3
     progress: bool = True
     resume: str | None = None  # "latest" (newest complete checkpoint), "auto" (latest if any) or a folder

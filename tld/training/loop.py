@@ -239,7 +239,7 @@ def train(config: TrainConfig | dict | str) -> TrainResult:
             acc.log(log.window(losses, run.step, run.sched.get_last_lr()[0], images_per_step), step=run.step)
         if config.sample.every and run.step % config.sample.every == 0:
             _log_samples(run)
-        if run.step % config.checkpoint_every == 0 or run.step == config.steps:
+        if (config.checkpoint_every and run.step % config.checkpoint_every == 0) or run.step == config.steps:
             last_ckpt = _save(run)
     bar.close()
     acc.end_training()
