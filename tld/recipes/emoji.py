@@ -2,16 +2,15 @@
 
 Steps (each skipped when its output is complete, each resumable after a kill):
   1. data    OpenMoji (pip) + Twemoji, Noto and Fluent Emoji Flat (npm) rendered at 64 px, combined
-  2. vae     our own AutoencoderKL, 64 px -> 4x16x16 (`tld train-vae` with VAE_CONFIG)
+  2. vae     our own AutoencoderKL, 64 px -> 4x16x16 (`tld train-vae`, configs/vae_emoji.yaml)
   3. encode  latents with that VAE, pooled MiniLM text embeddings (pip-installed, offline)
-  4. train   the denoiser (`tld train` with TRAIN_CONFIG)
+  4. train   the denoiser (`tld train`, configs/emoji_demo.yaml)
   5. export  EMA weights + vae/ as a model folder; `--ship DIR` also writes the fp16 bundle + card
   6. eval    the colour-word table (dominant hue vs the named colour) on the exported model
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from dataclasses import dataclass, field
@@ -25,45 +24,18 @@ SETS = ("openmoji", "twemoji", "noto", "fluent-emoji-flat")
 COLOUR_OBJECTS = ("heart", "circle", "square")
 COLOUR_WORDS = ("red", "orange", "yellow", "green", "blue", "purple", "brown", "black", "white")
 
-VAE_CONFIG: dict[str, Any] = {
-    "image_size": 64,
-    "val_holdout": 256,
-    "flip": True,
-    "model": {
-        "block_out_channels": [32, 64, 64],
-        "layers_per_block": 1,
-        "latent_channels": 4,
-        "norm_num_groups": 16,
-        "mid_attention": False,
-    },  # fmt: skip
-    "loss": {"l1": 1.0, "mse": 1.0, "kl": 1e-6},
-    "lr": 1e-3,
-    "warmup_steps": 200,
-    "min_lr_ratio": 0.05,
-    "steps": 3500,
-    "batch_size": 16,
-    "mixed_precision": "bf16",
-    "ema_decay": 0.999,
-    "eval_every": 500,
-    "checkpoint_every": 250,
-    "keep_last": 2,
-    "log_every": 50,
-}
-TRAIN_CONFIG: dict[str, Any] = {
-    "data": {"condition": "text", "flip": False},  # emoji are not mirror-symmetric ("left arrow")
-    "model_preset": "small",
-    "model": {"embed_dim": 192, "depth": 4, "num_heads": 3, "noise_embed_dim": 128, "patch_size": 2},
-    "diffusion": {"parameterization": {"name": "tld"}, "density": {"name": "tld_beta"}, "cfg_dropout": 0.15},
-    "optim": {"lr": 1e-3, "warmup_steps": 200, "schedule": "cosine", "grad_clip": 1.0, "min_lr_ratio": 0.05},
-    "ema": {"decay": 0.999},
-    "sample": {"every": 2000, "steps": 15, "cfg": 4.0, "num": 16},
-    "steps": 8000,
-    "batch_size": 32,  # ~0.33 s per step on one CPU core with bf16 autocast
-    "mixed_precision": "bf16",
-    "checkpoint_every": 500,
-    "keep_last": 2,
-    "log_every": 50,
-}
+
+def packaged_config(name: str) -> dict[str, Any]:
+    """A YAML config shipped as package data (`configs/` in the repository, `tld.configs` installed)."""
+    from importlib.resources import files
+
+    import yaml
+
+    return yaml.safe_load((files("tld.configs") / name).read_text())
+
+
+VAE_CONFIG_FILE = "vae_emoji.yaml"  # `tld train-vae --config configs/vae_emoji.yaml` runs the same
+TRAIN_CONFIG_FILE = "emoji_demo.yaml"
 
 
 @dataclass
@@ -84,13 +56,13 @@ class EmojiRecipe:
         return self.out / "shards"
 
     def vae_config(self) -> dict[str, Any]:
-        cfg = {**copy.deepcopy(VAE_CONFIG), **self.vae_overrides}
+        cfg = {**packaged_config(VAE_CONFIG_FILE), **self.vae_overrides}
         cfg.update(shards=[str(self.shards / "all")], output_dir=str(self.out / "vae"), resume="auto")
         cfg.update(image_size=self.size, progress=self.progress)
         return cfg | ({"device": self.device} if self.device else {})
 
     def train_config(self) -> dict[str, Any]:
-        cfg = {**copy.deepcopy(TRAIN_CONFIG), **self.train_overrides}
+        cfg = {**packaged_config(TRAIN_CONFIG_FILE), **self.train_overrides}
         cfg["data"] = {**cfg["data"], "path": str(self.out / "latents")}
         cfg.update(output_dir=str(self.out / "denoiser"), resume="auto", progress=self.progress)
         return cfg
