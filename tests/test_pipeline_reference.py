@@ -103,3 +103,21 @@ def test_bfloat16_pipeline_matches_float32(tiny_vae_dir, tiny_clip_dir):
     # bfloat16 keeps 8 bits of mantissa to float16's 11, so it is the looser of the two.
     bf16 = _relative_error(tiny_vae_dir, tiny_clip_dir, torch.bfloat16)
     assert bf16 < 0.12, bf16
+
+
+def test_cfg_rescale_reaches_the_guidance(pipe):
+    cfg, rescale = 6.0, 0.7
+    out = pipe(
+        "a cute owl", seed=8, cfg=cfg, cfg_rescale=rescale, steps=1, output_type="latent", progress=False
+    )
+    d = pipe.param.wrap(pipe.denoiser)
+    sigma = get_sigmas("tld", 1, pipe.param).float()[:1]
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(8)) * sigma
+    cond = d(x, sigma, text_emb=pipe.text_encoder.encode(["a cute owl"]).pooled)
+    uncond = d(x, sigma, drop_cond=torch.ones(1, dtype=torch.bool))
+    guided = uncond + cfg * (cond - uncond)
+    # Lin et al. (2023): rescale the guided x0 to the conditional one's std, blend by `rescale`.
+    expected = rescale * guided * cond.std() / guided.std() + (1 - rescale) * guided
+    torch.testing.assert_close(out.latents, expected, rtol=1e-4, atol=1e-4)
+    plain = pipe("a cute owl", seed=8, cfg=cfg, steps=1, output_type="latent", progress=False)
+    torch.testing.assert_close(plain.latents, guided, rtol=1e-4, atol=1e-4)
