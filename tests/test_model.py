@@ -250,10 +250,54 @@ def test_class_label_range_is_checked():
         check_inputs(net.config, torch.randn(2, 4, 8, 8), torch.rand(2), class_labels=torch.tensor([0, 4]))
 
 
+def _expected_parameters(c: DenoiserConfig) -> int:
+    """The parameter count written out from the architecture (docs/internals.md), layer by layer."""
+    e, p, hidden = c.embed_dim, c.patch_size, c.mlp_ratio * c.embed_dim
+    patch_dim = c.patch_dim or c.in_channels * p * p
+    linear = lambda i, o, bias=True: i * o + (o if bias else 0)  # noqa: E731
+    norm = 2 * e
+    cond = linear(c.noise_embed_dim, e) + linear(e, e) + norm  # noise MLP + conditioning LayerNorm
+    cond += linear(c.text_dim, e) if c.text_dim else 0
+    cond += c.text_dim if c.learned_null and c.text_dim else 0
+    cond += (c.num_classes + 1) * e if c.num_classes else 0
+    cond += linear(c.extra_cond_dim, e) if c.extra_cond_dim else 0
+    patch = c.in_channels * patch_dim * p * p + patch_dim + 2 * patch_dim + linear(patch_dim, e) + norm
+    pos = c.grid[0] * c.grid[1] * e
+    attn = linear(e, 3 * e, False) + linear(e, e, False) + linear(e, 2 * e, False)
+    ffn = linear(e, hidden) + 9 * hidden + hidden + linear(hidden, e)
+    block = 3 * norm + attn + ffn
+    final = norm if c.norm_position == "pre" and c.final_norm else 0
+    return cond + patch + pos + c.depth * block + final + linear(e, c.out_channels * p * p)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"num_classes": 5, "extra_cond_dim": 3, "learned_null": True},
+        {"norm_position": "post", "in_channels": 9, "patch_dim": 16, "text_dim": 0, "num_classes": 2},
+    ],
+)
+def test_parameter_count_follows_from_the_config(changes):
+    for base in (DenoiserConfig(), TINY):
+        cfg = base.replace(**changes)
+        with torch.device("meta"):
+            assert Denoiser(cfg).num_parameters() == _expected_parameters(cfg), cfg
+
+
 def test_tld_info_prints_counts_and_shapes(capsys, tmp_path):
     assert cli_main(["info"]) == 0
     out = capsys.readouterr().out
-    assert "101,165,888" in out and "46.16" in out and "(B, 4, 32, 32)" in out
+    cfg = DenoiserConfig()
+    params = _expected_parameters(cfg)
+    assert 100e6 < params < 102e6  # the original's "101M"
+    # FLOPs measured by torch's counter on the meta device (no memory, no arithmetic).
+    with torch.device("meta"), torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        net, x = Denoiser(cfg), torch.randn(1, 4, 32, 32)
+        with FlopCounterMode(display=False) as counter:
+            net(x, torch.rand(1), text_emb=torch.randn(1, 768))
+    assert f"{params:,}" in out and f"{counter.get_total_flops() / 1e9:.4g}" in out
+    assert "(B, 4, 32, 32)" in out
     path = tmp_path / "cfg.json"
     path.write_text(TINY.replace(in_channels=9).to_json())
     assert cli_main(["info", "--config", str(path), "--latent-size", "8", "12"]) == 0
