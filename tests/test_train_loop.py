@@ -230,31 +230,3 @@ def test_other_conditions_train(tmp_path, kind):
     model = ckpt.read_state(result.last_checkpoint)["compat"]["model"]
     assert (model["num_classes"], model["text_dim"]) == ((4, 0) if kind == "class" else (0, 16))
     assert (tmp_path / "run" / "samples" / "step_0000040.png").is_file()
-
-
-def test_two_processes_with_torchrun(tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    write_dataset(tmp_path / "data", n=32)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "tld.training"]
-    for item in (
-        f"data.path={tmp_path / 'data'}",
-        "model_preset=tiny",
-        f"output_dir={tmp_path / 'run'}",
-        "steps=30",
-        "batch_size=8",
-        "optim.lr=2e-3",
-        "checkpoint_every=30",
-        "sample.every=0",
-        "tracker=none",
-        "progress=false",
-    ):
-        cmd += ["--set", item]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "2 process(es)" in run.stdout
-    assert run.stdout.count("trained to step 30; last checkpoint:") == 2  # both ranks finish
-    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")] == [30]
