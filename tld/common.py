@@ -111,6 +111,7 @@ EXTRAS = {
     "gradio": "ui",
     "fastapi": "ui",
     "uvicorn": "ui",
+    "python_multipart": "ui",
 }
 
 
