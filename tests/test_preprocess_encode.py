@@ -241,7 +241,16 @@ def test_two_processes_split_the_shards(shards, cfg, tmp_path, tiny_vae_dir, tin
     import sys
 
     encode(shards, tmp_path / "one", cfg)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "tld.cli"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "tld.cli",
+    ]
     cmd += ["preprocess", "encode", str(shards), str(tmp_path / "two"), "--vae", str(tiny_vae_dir)]
     cmd += ["--text-encoder", str(tiny_clip_dir), "--batch-size", "4", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -26,6 +26,7 @@ EMA = "ema.safetensors"
 OPTIMIZER = "optimizer.pt"
 SCHEDULER = "scheduler.pt"
 RNG = "rng.pt"
+SCALER = "scaler.pt"  # fp16 only: the GradScaler's scale and growth tracker
 STATE = "state.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -70,10 +71,14 @@ def _write_weights(folder: Path, model_state: dict, ema_state: dict | None) -> N
         save_file(_contiguous(ema_state), str(folder / EMA))
 
 
-def _write_training_state(folder: Path, optimizer_state: dict, scheduler_state: dict, rng: dict) -> None:
+def _write_training_state(
+    folder: Path, optimizer_state: dict, scheduler_state: dict, rng: dict, scaler_state: dict | None = None
+) -> None:
     torch.save(optimizer_state, folder / OPTIMIZER)
     torch.save(scheduler_state, folder / SCHEDULER)
     torch.save(rng, folder / RNG)
+    if scaler_state is not None:
+        torch.save(scaler_state, folder / SCALER)
 
 
 def save_checkpoint(
@@ -87,6 +92,7 @@ def save_checkpoint(
     rng: dict,
     state: dict[str, Any],
     keep_last: int = 3,
+    scaler_state: dict | None = None,
 ) -> Path:
     """Write `root/step_<step>/` atomically and prune all but the newest `keep_last` checkpoints."""
     root = Path(root)
@@ -97,7 +103,7 @@ def save_checkpoint(
         shutil.rmtree(tmp)
     tmp.mkdir()
     _write_weights(tmp, model_state, ema_state)
-    _write_training_state(tmp, optimizer_state, scheduler_state, rng)
+    _write_training_state(tmp, optimizer_state, scheduler_state, rng, scaler_state)
     (tmp / STATE).write_text(json.dumps({"step": step, **state}, indent=2) + "\n")
     if final.exists():
         shutil.rmtree(final)
@@ -148,4 +154,6 @@ def load_checkpoint(folder: str | os.PathLike) -> dict[str, Any]:
     out["ema"] = load_file(str(folder / EMA)) if (folder / EMA).is_file() else None
     for key, name in (("optimizer", OPTIMIZER), ("scheduler", SCHEDULER), ("rng", RNG)):
         out[key] = torch.load(folder / name, map_location="cpu", weights_only=True)
+    scaler = folder / SCALER
+    out["scaler"] = torch.load(scaler, map_location="cpu", weights_only=True) if scaler.is_file() else None
     return out

@@ -146,6 +146,8 @@ def _start(config: TrainConfig) -> tuple[_Run, dict[str, Any] | None]:
         ema.load_state_dict(saved["ema"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
+        if acc.scaler is not None and saved["scaler"] is not None:
+            acc.scaler.load_state_dict(saved["scaler"])  # fp16: the loss scale it had reached
         step = int(saved["state"]["step"])
     else:
         _seed_everything(derive_seed(config.seed, acc.process_index))
@@ -296,6 +298,7 @@ def _save(run: _Run) -> Path:
         rng=ckpt.capture_rng(),
         state=state,
         keep_last=config.keep_last,
+        scaler_state=acc.scaler.state_dict() if acc.scaler is not None else None,
     )
     acc.wait_for_everyone()
     return path

@@ -1,0 +1,147 @@
+"""Resume variants: a fresh process, an explicit step folder in the middle of an epoch, data workers,
+more steps than first planned (the learning-rate schedule), bf16 and fp16 (the GradScaler)."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from train_fixtures import write_dataset
+
+from tld.training import checkpoint as ckpt
+from tld.training.config import load_config
+from tld.training.loop import train
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate():
+    from accelerate.state import AcceleratorState, PartialState
+
+    yield
+    AcceleratorState._reset_state(True)
+    PartialState._reset_state()
+
+
+def _reset_accelerate():
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+
+
+def _settings(tmp_path, run, *extra):
+    data = tmp_path / "data"
+    if not data.exists():
+        write_dataset(data, n=32)
+    base = [
+        f"data.path={data}",
+        "model_preset=tiny",
+        f"output_dir={tmp_path / run}",
+        "batch_size=8",
+        "optim.lr=2e-3",
+        "optim.warmup_steps=2",
+        "sample.every=0",
+        "tracker=none",
+        "progress=false",
+    ]
+    return base + list(extra)
+
+
+def _same_weights(a, b):
+    for key in ("model", "ema"):
+        wa, wb = ckpt.load_checkpoint(a)[key], ckpt.load_checkpoint(b)[key]
+        assert wa.keys() == wb.keys()
+        for k in wa:
+            assert torch.equal(wa[k], wb[k]), (key, k)
+
+
+RANDOM_EVERYWHERE = ["data.flip=true", "augment.prob=0.5", "model.dropout=0.1", "checkpoint_every=5"]
+
+
+def test_fresh_process_resumes_an_explicit_step_folder_mid_epoch_with_workers(tmp_path):
+    straight = train(load_config(None, _settings(tmp_path, "straight", "steps=10", *RANDOM_EVERYWHERE)))
+    # 32 rows in batches of 8: step 5 has read 40 rows, a quarter into the second epoch.
+    step_5 = tmp_path / "straight" / "checkpoints" / "step_5"
+    cmd = [sys.executable, "-m", "tld.training", "--resume", str(step_5)]
+    for item in _settings(tmp_path, "resumed", "steps=10", *RANDOM_EVERYWHERE, "data.num_workers=2"):
+        cmd += ["--set", item]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    resumed = tmp_path / "resumed" / "checkpoints"
+    assert [s for s, _ in ckpt.list_checkpoints(resumed)] == [10]  # it started at 5, in its own folder
+    _same_weights(straight.last_checkpoint, resumed / "step_10")
+
+
+def test_resume_with_more_steps_follows_the_new_schedule(tmp_path):
+    """The lr schedule is a function of (step, config.steps): resuming with a larger `steps` puts the
+    run on the longer schedule's curve at the step reached (the lr jumps back up), it does not
+    continue the old decay."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    first = ["tracker=tensorboard", "log_every=1", "checkpoint_every=6"]
+    train(load_config(None, _settings(tmp_path, "run", "steps=6", *first)))
+    _reset_accelerate()
+    train(load_config(None, _settings(tmp_path, "run", "steps=12", *first, "resume=latest")))
+    lrs = {}
+    for path in sorted((tmp_path / "run" / "tld").glob("events.out.tfevents.*")):  # one file per run
+        events = EventAccumulator(str(path))
+        events.Reload()
+        lrs.update({e.step: e.value for e in events.Scalars("lr")})
+    assert sorted(lrs) == list(range(1, 13))
+
+    def cosine(step, total, warmup=2, lr=2e-3, floor=0.1):
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        progress = (step - warmup) / (total - warmup)
+        return lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    for step in range(1, 13):
+        assert lrs[step] == pytest.approx(cosine(step, 6 if step <= 6 else 12), rel=1e-5), step
+    assert lrs[6] == pytest.approx(2e-4, rel=1e-5) and lrs[7] > 4 * lrs[6]
+
+
+class _CPUScalerAccelerator:
+    """accelerate gives fp16 a GradScaler only on accelerators; on the CPU it silently trains in
+    float32. This subclass factory turns on the CUDA path (autocast to float16 + a real
+    torch.amp.GradScaler) on the CPU, with a scale that grows every 2 steps so it moves within a run."""
+
+    @staticmethod
+    def make():
+        import accelerate
+
+        base = accelerate.Accelerator
+
+        class Accelerator(base):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                if self.state.mixed_precision == "fp16" and self.scaler is None:
+                    self.native_amp = True
+                    self.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=2)
+
+        return Accelerator
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_resume_is_exact(tmp_path, monkeypatch, precision):
+    import accelerate
+
+    monkeypatch.setattr(accelerate, "Accelerator", _CPUScalerAccelerator.make())
+    extra = ["steps=8", "checkpoint_every=4", f"mixed_precision={precision}", "data.flip=true"]
+    straight = train(load_config(None, _settings(tmp_path, "straight", *extra)))
+    _reset_accelerate()
+    step_4 = tmp_path / "straight" / "checkpoints" / "step_4"
+    resumed = train(load_config(None, _settings(tmp_path, "resumed", *extra, f"resume={step_4}")))
+    assert resumed.step == 8 and straight.losses[4:] == resumed.losses
+    _same_weights(straight.last_checkpoint, resumed.last_checkpoint)
+    scalers = [ckpt.load_checkpoint(r.last_checkpoint)["scaler"] for r in (straight, resumed)]
+    if precision == "bf16":
+        assert scalers == [None, None]  # bf16 needs no loss scaling
+        return
+    # The scale doubled every 2 clean steps: 2^10 -> 2^14 after 8. A resume that forgot the scaler
+    # would restart from 2^10 at step 4 and end at 2^12.
+    assert scalers[0]["scale"] == scalers[1]["scale"] == 2.0**14
+    assert scalers[0] == scalers[1]
