@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from tld.preprocessing.download import DownloadConfig, download
+from tld.preprocessing.download import DownloadConfig, download, summarize_stats
 from tld.preprocessing.shards import iter_shard, list_shards
 
+from tld.cli import main
 from tld.errors import TLDError
 
 N_GOOD = 20
@@ -40,6 +41,9 @@ def _make_site(root: Path) -> list[tuple[str, str]]:
     (root / "gray.png").write_bytes(_image_bytes(Image.new("L", (32, 32), 77), "PNG"))
     (root / "cmyk.jpg").write_bytes(_image_bytes(Image.new("CMYK", (32, 32), (0, 255, 255, 0)), "JPEG"))
     rows += [("rgba.png", "an rgba image"), ("gray.png", "a grayscale image"), ("cmyk.jpg", "a cmyk image")]
+    for i in range(2):  # answered 503 once, then served: only a retry gets them
+        Image.new("RGB", (32, 32), _colour(i + 5)).save(root / f"flaky{i}.jpg", quality=98)
+        rows.append((f"flaky{i}.jpg", f"a flaky server {i}"))
     (root / "page.html").write_text("<html><body>not an image</body></html>")
     full = _image_bytes(Image.effect_noise((64, 64), 50).convert("RGB"), "JPEG")
     (root / "truncated.jpg").write_bytes(full[:300])
@@ -53,12 +57,27 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _FlakyHandler(_QuietHandler):
+    """Answers 503 to the first request for each `flaky*` file, then serves it."""
+
+    hits: dict[str, int] = {}
+
+    def do_GET(self) -> None:
+        if "flaky" in self.path:
+            seen = _FlakyHandler.hits.get(self.path, 0)
+            _FlakyHandler.hits[self.path] = seen + 1
+            if seen == 0:
+                self.send_error(503, "try again")
+                return
+        super().do_GET()
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("site")
     rows = _make_site(root)
     server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root))
+        ("127.0.0.1", 0), functools.partial(_FlakyHandler, directory=str(root))
     )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -74,20 +93,35 @@ def downloaded(site, tmp_path_factory):
     pd.DataFrame({"link": [u for u, _ in site], "text": [c for _, c in site]}).to_csv(
         table, sep="\t", index=False
     )
-    cfg = DownloadConfig(url_col="link", caption_col="text", image_size=32, samples_per_shard=8, threads=4)
-    summary = download(table, tmp / "shards", cfg)
-    return summary, tmp / "shards", table, cfg
+    out = tmp / "shards"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an earlier run")  # --overwrite starts the folder afresh
+    argv = ["preprocess", "download", str(table), str(out), "--url-col", "link", "--caption-col", "text"]
+    argv += ["--image-size", "32", "--samples-per-shard", "8", "--threads", "4"]
+    assert main([*argv, "--processes", "2", "--retries", "1", "--overwrite"]) == 0
+    assert not (out / "stale.txt").exists()
+    cfg = DownloadConfig(
+        url_col="link",
+        caption_col="text",
+        image_size=32,
+        samples_per_shard=8,
+        threads=4,
+        processes=2,
+        retries=1,
+    )
+    return summarize_stats(out), out, table, cfg
 
 
 def test_download_counts(downloaded):
     summary, shards, _, _ = downloaded
     print(summary.format())
-    assert summary.count == N_GOOD + 3 + 2 + 3
-    assert summary.successes == N_GOOD + 3
+    assert summary.count == N_GOOD + 3 + 2 + 2 + 3
+    assert summary.successes == N_GOOD + 3 + 2  # the flaky files arrived on their retry
+    assert all(_FlakyHandler.hits[f"/flaky{i}.jpg"] == 2 for i in (0, 1))
     # 404s fail the download; the HTML page and the truncated JPEG arrive but cannot be decoded.
     assert (summary.failed_to_download, summary.failed_to_resize) == (3, 2)
     assert summary.failures == {"HTTP Error 404: File not found": 3, "Image decoding error": 2}
-    assert summary.shards == len(list_shards(shards)) == 4
+    assert summary.shards == len(list_shards(shards)) == 4  # 30 rows, 8 per shard, over 2 processes
 
 
 def test_downloaded_shards_hold_resized_captioned_images(downloaded):
@@ -97,7 +131,7 @@ def test_downloaded_shards_hold_resized_captioned_images(downloaded):
         for sample in iter_shard(shard):
             if sample["image"] is not None:
                 seen[sample["caption"]] = Image.open(io.BytesIO(sample["image"]))
-    assert len(seen) == N_GOOD + 3
+    assert len(seen) == N_GOOD + 3 + 2
     img = seen["solid colour number 7"]
     assert img.size == (32, 32)
     np.testing.assert_allclose(np.asarray(img.convert("RGB")).reshape(-1, 3).mean(0), _colour(7), atol=3)
@@ -164,7 +198,7 @@ def test_encode_downloaded_shards(downloaded, tmp_path, tiny_vae_dir, tiny_clip_
     )
     meta = encode(shards, tmp_path / "ds", cfg)
     ds = open_latent_dataset(tmp_path / "ds")
-    assert ds.latents.shape == (N_GOOD + 3, 4, 16, 16) and ds.text_emb.shape == (N_GOOD + 3, 24)
+    assert ds.latents.shape == (N_GOOD + 5, 4, 16, 16) and ds.text_emb.shape == (N_GOOD + 5, 24)
     assert meta.image_size == [32, 32] and meta.extra["failed"] == {}
     captions = pd.read_parquet(tmp_path / "ds" / "captions.parquet")
     row = captions.index[captions["caption"] == "solid colour number 7"][0]
