@@ -139,6 +139,7 @@ def test_loss_falls_and_ema_samples_reach_the_data(tmp_path):
     )
     result = train(cfg)
     first, last = np.mean(result.losses[:20]), np.mean(result.losses[-20:])
+    # Margins over seeds 0-4 (ratio / threshold): 0.14-0.20 here, 0.17-0.25 for the samples below.
     assert last < 0.25 * first, (first, last)
     assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == [
         "step_0000150.png",
@@ -181,7 +182,9 @@ def test_edm_parameterization_is_selectable(tmp_path):
         "diffusion.density={name: lognormal}",
     )
     result = train(cfg)
-    assert np.mean(result.losses[-10:]) < 0.75 * np.mean(result.losses[:10])
+    # Seeds 0-4: the ratio is 0.63-0.67 when training, 0.99-1.02 with lr ~0 (the lognormal sigmas make
+    # the EDM loss fall slowly); 0.82 sits between the two (it was 0.75: a margin of 0.89).
+    assert np.mean(result.losses[-10:]) < 0.82 * np.mean(result.losses[:10])
     state = ckpt.read_state(result.last_checkpoint)
     assert state["compat"]["parameterization"] == {"name": "edm", "sigma_data": 0.5}
 
@@ -203,7 +206,7 @@ def test_bf16_mixed_precision_runs_the_loss_under_autocast(tmp_path, monkeypatch
     result = train(cfg)
     assert seen and all(s == (True, torch.bfloat16) for s in seen), seen[:3]
     assert np.isfinite(result.losses).all()
-    assert np.mean(result.losses[-5:]) < 0.6 * np.mean(result.losses[:5])
+    assert np.mean(result.losses[-5:]) < 0.6 * np.mean(result.losses[:5])  # seeds 0-4: margin 0.38-0.49
     saved = ckpt.load_checkpoint(result.last_checkpoint)  # master weights and EMA stay float32
     assert {v.dtype for v in saved["model"].values()} == {torch.float32}
     assert {v.dtype for v in saved["ema"].values()} == {torch.float32}
@@ -226,6 +229,7 @@ def test_other_conditions_train(tmp_path, kind):
         *extra,
     )
     result = train(cfg)
+    # Seeds 0-4, ratio / threshold: tokens 0.47-0.57, class 0.47-0.53, learned_null 0.46-0.59.
     assert np.mean(result.losses[-5:]) < 0.5 * np.mean(result.losses[:5])
     model = ckpt.read_state(result.last_checkpoint)["compat"]["model"]
     assert (model["num_classes"], model["text_dim"]) == ((4, 0) if kind == "class" else (0, 16))
