@@ -66,8 +66,15 @@ def test_arrays_align_with_captions_and_images(shards, cfg, tmp_path, tiny_vae_d
     assert isinstance(loaded, np.memmap)
 
 
-def test_kill_and_resume_gives_the_same_arrays(shards, cfg, tmp_path, monkeypatch):
+@pytest.mark.parametrize("sample_posterior", [False, True])
+def test_kill_and_resume_gives_the_same_arrays(
+    shards, cfg, tmp_path, monkeypatch, tiny_vae_dir, sample_posterior
+):
+    cfg.sample_posterior = sample_posterior
     encode(shards, tmp_path / "full", cfg)
+    if sample_posterior:  # a draw from the posterior, not its mean (the draws are seeded per shard)
+        mean = VAE.from_pretrained(tiny_vae_dir).encode(pil_to_tensor([_shard_images(shards)[0][1]]))[0]
+        assert np.abs(np.load(tmp_path / "full" / "latents.npy")[0] - mean.numpy()).mean() > 0.05
     real_encode_shard, calls = encode_module.encode_shard, []
 
     def killed_after_two(*args, **kwargs):  # the run dies while the third shard is in flight
