@@ -108,6 +108,26 @@ def test_folder_with_captions_table(tmp_path):
         build_folder_shards(root, tmp_path / "o2", captions=table, caption_col="text")
 
 
+def test_cli_folder_with_a_table_keeps_size_and_format(tmp_path, capsys):
+    root = _image_folder(tmp_path / "imgs")
+    table = tmp_path / "captions.csv"
+    pd.DataFrame({"path": ["im2.png", "im0.png", "gone.png"], "text": ["two", "zero", "gone"]}).to_csv(
+        table, index=False
+    )
+    argv = ["preprocess", "folder", str(root), str(tmp_path / "out"), "--captions", str(table)]
+    argv += ["--file-col", "path", "--caption-col", "text", "--image-size", "0", "--format", "png"]
+    assert main([*argv, "--samples-per-shard", "1", "--no-progress"]) == 0
+    assert "2" in capsys.readouterr().out
+    samples = _samples(tmp_path / "out")
+    assert [s["caption"] for s in samples] == ["two", "zero"] and len(list_shards(tmp_path / "out")) == 2
+    # --image-size 0 keeps the 40x30 images, --format png keeps their pixels exactly.
+    got = Image.open(io.BytesIO(samples[0]["image"]))
+    assert got.format == "PNG" and got.size == (40, 30)
+    assert np.array_equal(
+        np.asarray(got.convert("RGB")), np.asarray(Image.open(root / "im2.png").convert("RGB"))
+    )
+
+
 def test_cli_emoji_then_encode(tmp_path, tiny_vae_dir, tiny_clip_dir, capsys):
     assert (
         main(["preprocess", "emoji", str(tmp_path / "sh"), "--size", "16", "--limit", "9", "--no-progress"])
