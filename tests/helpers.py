@@ -97,3 +97,26 @@ def make_tiny_hf_clip(folder: str | os.PathLike, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def write_hub_snapshot(
+    cache: str | os.PathLike,
+    repo_id: str,
+    folder: str | os.PathLike,
+    revision: str = "main",
+    commit: str | None = None,
+) -> str:
+    """Put `folder`'s files into a Hugging Face hub cache as `repo_id` at `revision`, as a download would.
+
+    Returns the commit hash (`commit`, or one derived from the revision name). Point
+    `huggingface_hub.constants.HF_HUB_CACHE` at `cache` (and set HF_HUB_OFFLINE) to load it.
+    """
+    import hashlib
+    import shutil
+
+    commit = commit or hashlib.sha1(f"{repo_id}@{revision}".encode()).hexdigest()
+    repo = Path(cache) / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / revision).write_text(commit)
+    return commit

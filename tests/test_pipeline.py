@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -98,60 +97,6 @@ def test_threshold_clamps_the_result(pipe):
         "a cute owl", seed=9, output_type="latent", threshold={"percentile": 0.9, "floor": 0.2}, **FAST
     )
     assert dyn.latents.abs().max() <= 0.2 + 1e-6
-
-
-# ---- original TLD weights -----------------------------------------------------------------------------
-
-
-def _original_sampler(net, label, seed, n, guidance):
-    """The original DiffusionGenerator.generate loop (DPM-Solver++(2M) on t = 1 - i/n), written out."""
-    levels = [1 - i / n for i in range(n)]
-    levels[0] = 0.99
-    lambdas = [math.log((1 - t) / t) for t in levels]
-    hs = [b - a for a, b in zip(lambdas, lambdas[1:])]
-    labels = torch.cat([label, torch.zeros_like(label)])
-
-    def predict(x, t):
-        both = net(torch.cat([x, x]), torch.full((2, 1), t), labels)
-        cond, uncond = both.chunk(2)
-        return guidance * cond + (1 - guidance) * uncond
-
-    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
-    previous = None
-    for i in range(n - 1):
-        cur, nxt = levels[i], levels[i + 1]
-        x0 = predict(x, cur)
-        d = x0
-        if previous is not None:
-            r = hs[i - 1] / hs[i]
-            d = (1 + 1 / (2 * r)) * x0 - previous / (2 * r)
-        x = ((cur - nxt) * d + nxt * x) / cur
-        previous = x0
-    return predict(x, levels[-1])
-
-
-def test_from_original_reproduces_the_original_sampler(tiny_vae_dir, tiny_clip_dir, tmp_path):
-    from test_convert import _original  # the reference implementation of the original network
-
-    net = _original(seed=2, embed=64, layers=2, image=8, patch=2, noise_dims=32, text=TEXT_DIM)
-    path = tmp_path / "state_dict_378000.pth"
-    torch.save(net.state_dict(), path)
-    text = load_text_encoder(tiny_clip_dir)
-    pipe = TLDPipeline.from_original(
-        path, vae=VAE.from_pretrained(tiny_vae_dir), text_encoder=text, device="cpu"
-    )
-    assert pipe.vae.latent_scale == 8.0 and pipe.param.name == "tld"
-    assert pipe.sampling.schedule == "tld" and pipe.sampling.original_init
-    out = pipe("a cute owl", seed=11, steps=5, cfg=4.0, progress=False)
-    with torch.no_grad():
-        expected = _original_sampler(net, text.encode(["a cute owl"]).pooled, 11, 5, 4.0)
-    assert expected.abs().mean() > 0.1
-    torch.testing.assert_close(out.latents, expected, rtol=1e-4, atol=1e-4)
-    # Decoding multiplies by the original's scale 8 before the VAE.
-    with torch.no_grad():
-        pixels = pipe.vae.model.decode(out.latents * 8).sample.clamp(-1, 1)
-    got = torch.from_numpy(np.array(out[0])).permute(2, 0, 1).float() / 127.5 - 1
-    torch.testing.assert_close(got, pixels[0], rtol=0, atol=1 / 127.5 + 1e-5)
 
 
 # ---- bad input -------------------------------------------------------------------------------------------
