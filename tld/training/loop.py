@@ -116,7 +116,6 @@ def _start(config: TrainConfig) -> tuple[_Run, dict[str, Any] | None]:
     """Build the accelerator, data, model, EMA and optimizer; load the resume checkpoint if any."""
     from accelerate import Accelerator
 
-    from tld.diffusion.densities import get_density
     from tld.diffusion.parameterizations import get_parameterization
 
     trackers = [] if config.tracker == "none" else [config.tracker]
@@ -155,9 +154,18 @@ def _start(config: TrainConfig) -> tuple[_Run, dict[str, Any] | None]:
     ema.to(acc.device)
     train_net = torch.compile(net) if config.compile else net
     param = get_parameterization(**config.diffusion.parameterization)
-    density = get_density(**config.diffusion.density)
+    density = _density(config.diffusion.density, param)
     run = _Run(acc, config, data, net, train_net, param, density, ema, opt, sched, compat, step, trackers)
     return run, saved
+
+
+def _density(spec: dict[str, Any], param: Any) -> Any:
+    """The training sigma density; `discrete` without sigmas takes the eps/v model's own."""
+    from tld.diffusion.densities import get_density
+
+    if spec.get("name") == "discrete" and "sigmas" not in spec:
+        return get_density(**spec, param=param)
+    return get_density(**spec)
 
 
 def _batches(run: _Run) -> DataLoader:
