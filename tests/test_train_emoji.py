@@ -63,9 +63,8 @@ def test_emoji_shards_encode_train_export(tmp_path, tiny_vae_dir):
     ]
     assert main(args) == 0
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_3", "step_6"]
-    grid = np.asarray(Image.open(run / "samples" / "step_0000006.png"))
+    grid = np.asarray(Image.open(run / "samples" / "step_0000006.png")).astype(int)
     assert grid.shape == (2 * 16 + 3 * 2, 2 * 16 + 3 * 2, 3)  # 4 validation prompts, VAE-decoded 16px
-    assert grid.std() > 0
 
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["vae"] == "vae" and config["text_encoder"]["backend"] == "minilm"
@@ -75,5 +74,15 @@ def test_emoji_shards_encode_train_export(tmp_path, tiny_vae_dir):
     from tld.pipeline import TLDPipeline
 
     pipe = TLDPipeline.from_pretrained(tmp_path / "model")
-    images = list(pipe("grinning face", cfg=2.0, steps=2, seed=0, progress=False))
-    assert len(images) == 1 and images[0].size == (16, 16)
+    # The training grid shows what the exported model does: tile k is the exported pipeline's image
+    # for held-out prompt k with the grid's settings (seed k, cfg 4, 2 steps), to PNG rounding. Seen:
+    # mean 0.007-0.010, max 1; the raw (non-EMA) weights give 0.13-0.27, another prompt 21-27.
+    prompts = (tmp_path / "latents" / "val_prompts.txt").read_text().splitlines()
+    assert len(prompts) == 4
+    for k, prompt in enumerate(prompts):
+        tile = grid[2 + 18 * (k // 2) :, 2 + 18 * (k % 2) :][:16, :16]
+        image = np.asarray(pipe(prompt, cfg=4.0, steps=2, seed=k, progress=False)[0]).astype(int)
+        assert image.shape == (16, 16, 3)
+        assert np.abs(tile - image).max() <= 1 and np.abs(tile - image).mean() < 0.04, k
+        other = np.asarray(pipe(prompts[k - 1], cfg=4.0, steps=2, seed=k, progress=False)[0]).astype(int)
+        assert np.abs(tile - other).mean() > 5  # the text condition reaches the image
