@@ -74,10 +74,14 @@ def test_emoji_shards_encode_train_export(tmp_path, tiny_vae_dir):
     from tld.pipeline import TLDPipeline
 
     pipe = TLDPipeline.from_pretrained(tmp_path / "model")
-    # The training grid shows what the exported model does: tile k is the exported pipeline's image
-    # for held-out prompt k with the grid's settings (seed k, cfg 4, 2 steps), to PNG rounding. Seen:
-    # mean 0.007-0.010, max 1; the raw (non-EMA) weights give 0.13-0.27, another prompt 21-27.
-    prompts = (tmp_path / "latents" / "val_prompts.txt").read_text().splitlines()
+    _check_grid_is_the_exported_pipeline(grid, tmp_path / "latents" / "val_prompts.txt", pipe)
+
+
+def _check_grid_is_the_exported_pipeline(grid, prompts_file, pipe):
+    """Tile k is the exported pipeline's image for held-out prompt k with the grid's settings (seed k,
+    cfg 4, 2 steps), to PNG rounding. Seen: mean 0.007-0.010, max 1; the raw (non-EMA) weights give
+    0.13-0.27, another prompt 21-27."""
+    prompts = prompts_file.read_text().splitlines()
     assert len(prompts) == 4
     for k, prompt in enumerate(prompts):
         tile = grid[2 + 18 * (k // 2) :, 2 + 18 * (k % 2) :][:16, :16]
