@@ -1,4 +1,4 @@
-"""`tld train` (config file + --set overrides, --resume) and `tld export` (checkpoint -> model folder)."""
+"""`tld train` and `tld train-vae` (config file + --set overrides, --resume) and `tld export`."""
 
 from __future__ import annotations
 
@@ -11,27 +11,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train a denoiser on a latent dataset",
         description="Train on a precomputed latent dataset. Multi-GPU: `accelerate launch -m tld.training ...`.",
     )
-    p.add_argument("--config", help="training config (YAML or JSON); defaults apply to what it leaves out")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field by dotted path, e.g. --set model.embed_dim=128 --set steps=200",
-    )
-    p.add_argument(
-        "--resume",
-        nargs="?",
-        const="latest",
-        default=None,
-        metavar="CHECKPOINT",
-        help="continue from the newest complete checkpoint in output_dir (or the given step_<N> folder)",
-    )
+    add_config_arguments(p, "training")
     p.add_argument(
         "--export", metavar="OUT_DIR", help="after training, export the EMA weights as a model folder"
     )
-    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.set_defaults(func=run_train)
 
     e = subparsers.add_parser(
@@ -46,18 +29,61 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA")
     e.set_defaults(func=run_export)
 
+    v = subparsers.add_parser(
+        "train-vae",
+        help="train a VAE (diffusers AutoencoderKL) from scratch on shard folders",
+        description="Train a VAE on webdataset shards; the result (OUTPUT_DIR/vae) loads with every --vae option.",
+    )
+    v.add_argument("shards", nargs="*", help="shard folders (or `shards:` in the config)")
+    add_config_arguments(v, "VAE training")
+    v.add_argument("--output-dir", help="where checkpoints, logs and vae/ go (default runs/vae)")
+    v.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    v.set_defaults(func=run_train_vae)
 
-def run_train(args: argparse.Namespace) -> int:
+
+def add_config_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    """--config, --set, --resume and --print-config: the same for every trainer."""
+    p.add_argument("--config", help=f"{what} config (YAML or JSON); defaults apply to what it leaves out")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field by dotted path, e.g. --set steps=200 --set optim.lr=3e-4",
+    )
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue from the newest complete checkpoint in output_dir (or the given step_<N> folder)",
+    )
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+
+
+def resolved_config(args: argparse.Namespace, extra: list[str], cls: type | None = None):
+    """The config from --config + --set + `extra` overrides, or None after --print-config printed it."""
     import yaml
 
-    from tld.training import load_config, train
+    from tld.training.config import load_config
 
-    overrides = list(args.overrides)
+    overrides = list(args.overrides) + extra
     if args.resume:
         overrides.append(f"resume={args.resume}")
-    config = load_config(args.config, overrides)
+    config = load_config(args.config, overrides, cls=cls)
     if args.print_config:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return None
+    return config
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from tld.training import train
+
+    config = resolved_config(args, [])
+    if config is None:
         return 0
     result = train(config)
     print(f"trained to step {result.step}; last checkpoint: {result.last_checkpoint}")
@@ -76,4 +102,29 @@ def run_export(args: argparse.Namespace) -> int:
 
     out = export_checkpoint(args.checkpoint, args.out_dir, ema=not args.no_ema)
     print(f"exported {'raw' if args.no_ema else 'EMA'} weights of {args.checkpoint} to {out}")
+    return 0
+
+
+def run_train_vae(args: argparse.Namespace) -> int:
+    import yaml
+
+    from tld.training.vae_config import VAETrainConfig
+    from tld.training.vae_train import train_vae
+
+    extra = (
+        [f"shards={yaml.safe_dump(list(args.shards), default_flow_style=True).strip()}"]
+        if args.shards
+        else []
+    )
+    extra += [
+        f"{key}={value}" for key, value in (("output_dir", args.output_dir), ("device", args.device)) if value
+    ]
+    config = resolved_config(args, extra, VAETrainConfig)
+    if config is None:
+        return 0
+    result = train_vae(config)
+    print(
+        f"trained to step {result.step}; held-out PSNR {result.val_psnr:.2f} dB "
+        f"(pooled {result.val_psnr_pooled:.2f} dB); VAE saved to {result.vae_dir}"
+    )
     return 0
