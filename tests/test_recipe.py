@@ -78,6 +78,7 @@ def test_recipe_runs_resumes_and_ships(tmp_path, capsys, monkeypatch):
     assert all(
         v.dtype.is_floating_point is False or str(v.dtype) == "torch.float16" for v in weights.values()
     )
+    assert json.loads((shipped / "config.json").read_text())["sampling"]["cfg"] == summary["cfg"]
     card = (shipped / "README.md").read_text()
     assert "CC BY-SA 4.0" in card and "Test Author" in card and "tld recipe emoji" in card
     pipe = TLDPipeline.from_pretrained(str(shipped))

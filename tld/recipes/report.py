@@ -41,7 +41,7 @@ def colour_table(
         c: sum(r["hits"] for r in rows if r["colour"] == c) / (seeds * len(objects)) for c in colours
     }
     return {
-        "cfg": cfg, "steps": steps, "sampler": pipe.defaults.sampler if hasattr(pipe, "defaults") else None,
+        "cfg": cfg, "steps": steps, "sampler": pipe.sampling.sampler,
         "rows": rows, "per_colour": per_colour, "overall": hits / total, "images": total,
         "seconds": time.perf_counter() - t0,
     }  # fmt: skip
@@ -125,7 +125,11 @@ def _training_facts(r: Any) -> dict[str, Any]:
 
 def ship_model(r: Any, model: Path, dest: Path, summary: dict[str, Any]) -> Path:
     """Write the fp16 bundle to `dest` with a model card (README.md) built from the run's records."""
+    from tld.model.files import update_config_json
+
     to_fp16_folder(model, dest)
+    # The settings the colour table was measured with become the bundle's defaults.
+    update_config_json(dest, {"sampling": {"cfg": summary["cfg"], "steps": summary["steps"]}})
     facts = _training_facts(r)
     size_mb = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) / 2**20
     (dest / "README.md").write_text(model_card(facts, summary, size_mb))
