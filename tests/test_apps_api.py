@@ -291,3 +291,22 @@ def test_tld_serve_without_a_model_is_one_line(tmp_path):
         timeout=120,
     )
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "model folder not found" in r.stderr
+
+
+@pytest.mark.parametrize("command, module", [("ui", "gradio"), ("serve", "fastapi"), ("serve", "uvicorn")])
+def test_missing_ui_extra_is_one_line(monkeypatch, capsys, command, module):
+    from tld.cli import main
+
+    monkeypatch.setitem(sys.modules, module, None)  # import of it fails as if not installed
+    monkeypatch.delitem(sys.modules, "tld.apps.api", raising=False)
+    assert main([command, "--model", "unused"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"'{module}'" in err and "tld-diffusion[ui]" in err, err
+
+
+def test_apps_bind_localhost_unless_told():
+    from tld.cli import build_parser
+
+    ui, serve = (build_parser().parse_args([command]) for command in ("ui", "serve"))
+    assert ui.host == serve.host == "127.0.0.1" and ui.model is serve.model is None
+    assert ui.share is False and serve.token is None  # no public link, no token unless given
