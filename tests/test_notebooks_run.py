@@ -18,6 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 COLAB = Path(__file__).resolve().parent.parent / "colab"
 NOTEBOOKS = sorted(COLAB.glob("*.ipynb"))
@@ -48,13 +49,20 @@ def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path, monkeypatch: py
     client = NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     )
-    client.execute()  # a failing cell raises CellExecutionError naming it
+    try:
+        client.execute()
+    except CellExecutionError as exc:
+        # A failed `!tld` command does not stop the notebook; the error shows in a later cell.
+        pytest.fail(f"{path.name}: {shell_errors(nb) or ''} {str(exc)[-2000:]}")
     outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
     images = [out for out in outputs if "image/png" in out.get("data", {})]
     assert len(images) >= MIN_IMAGES[path.name], f"{path.name}: only {len(images)} images shown"
-    shell_errors = [
-        out.text
-        for out in outputs
-        if out.get("name") == "stdout" and "tld " in out.text and "error:" in out.text
+    assert not shell_errors(nb), f"{path.name}: a `!tld` command failed: {shell_errors(nb)}"
+
+
+def shell_errors(nb: nbformat.NotebookNode) -> list[str]:
+    """The one-line errors `tld` printed in the notebook's shell cells."""
+    texts = [out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
+    return [
+        line for text in texts for line in text.splitlines() if line.startswith("tld ") and "error:" in line
     ]
-    assert not shell_errors, f"{path.name}: a `!tld` command failed: {shell_errors}"

@@ -32,6 +32,7 @@ require("python_multipart", "ui")  # FastAPI's form parsing
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Request, UploadFile  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.responses import JSONResponse, Response  # noqa: E402
+from starlette.concurrency import run_in_threadpool  # noqa: E402
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -51,7 +52,6 @@ def create_app(pipe: TLDPipeline, config: ApiConfig | None = None) -> FastAPI:
         worker.close()
 
     app = FastAPI(title="tld", version=__version__, lifespan=lifespan, description=__doc__)
-    app.state.worker, app.state.pipe, app.state.config = worker, pipe, config
     _add_error_handlers(app)
     auth = [Depends(bearer_check(config.token))] if config.token else []
 
@@ -73,7 +73,7 @@ def create_app(pipe: TLDPipeline, config: ApiConfig | None = None) -> FastAPI:
         check_limits(req, config, req.width, req.height)
         pipe.make_job(req.prompt, req.call_args())  # the pipeline's own checks, before queueing
         out = await worker.run(pipe, req.prompt, width=req.width, height=req.height, **req.call_args())
-        return respond(out, req.response, config.model_name)
+        return await run_in_threadpool(respond, out, req.response, config.model_name)
 
     @app.post("/inpaint", dependencies=auth, responses=_IMAGE_RESPONSE)
     async def inpaint(
@@ -87,7 +87,7 @@ def create_app(pipe: TLDPipeline, config: ApiConfig | None = None) -> FastAPI:
         pipe.make_job(form.prompt, form.call_args())
         opts = {"feather": form.feather, "composite": form.composite, **form.call_args()}
         out = await worker.run(pipe.inpaint, picture, mask_image, form.prompt, **opts)
-        return respond(out, form.response, config.model_name)
+        return await run_in_threadpool(respond, out, form.response, config.model_name)
 
     return app
 
