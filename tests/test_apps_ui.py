@@ -77,7 +77,7 @@ def test_generate_in_the_browser(browser, ui_url, tmp_path: Path):
     wait = WebDriverWait(browser, 60)
     prompt = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#prompt textarea")))
     prompt.send_keys("a red heart")
-    browser.find_element(By.ID, "generate").click()
+    wait.until(EC.element_to_be_clickable((By.ID, "generate"))).click()  # the page renders in parts
     img = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "#gallery img")))
     wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img))
     seeds = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#seeds textarea").get_attribute("value"))
