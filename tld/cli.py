@@ -18,7 +18,7 @@ from tld.common import DISTRIBUTION, missing_extra
 from tld.errors import TLDError
 
 # Modules under tld/commands that contribute subcommands, in the order they appear in --help.
-_COMMAND_MODULES = ("info", "preprocess", "train", "generate", "eval", "recipe", "ui", "serve")
+_COMMAND_MODULES = ("info", "preprocess", "train", "generate", "eval", "recipe", "apps")
 
 
 def build_parser() -> argparse.ArgumentParser:
