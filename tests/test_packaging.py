@@ -1,5 +1,5 @@
 """The built wheel, installed into a fresh venv away from the source tree: `tld --version`, the
-`tld.preprocessing` import, only `tld` at the top level and, once the bundled model exists, one image.
+`tld.preprocessing` import, only `tld` at the top level, and a red heart from the bundled model inside the wheel.
 
 The venv borrows the test venv's already installed dependencies through a .pth path (no network, no
 long install); the package itself comes only from the wheel.
@@ -14,6 +14,7 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,8 +90,11 @@ def test_installed_wheel_runs_away_from_the_source_tree(venv, tmp_path):
 
 
 def test_installed_wheel_generates_with_the_bundled_model(venv, tmp_path):
-    if not (ROOT / "weights" / "tld-emoji" / "config.json").is_file():
-        pytest.skip("no bundled model in weights/ yet")
-    args = ["generate", "a red heart", "-o", str(tmp_path / "out.png"), "--steps", "2", "--no-progress"]
+    args = ["generate", "red heart", "-o", str(tmp_path / "out.png"), "--steps", "8", "--no-progress"]
     _run(venv, venv / "bin" / "tld", *args, cwd=tmp_path)
-    assert (tmp_path / "out.png").stat().st_size > 0
+    from PIL import Image
+
+    from tld.eval.colour import dominant_colour
+
+    image = Image.open(tmp_path / "out.png").convert("RGB")
+    assert image.size == (64, 64) and dominant_colour(np.asarray(image)) == "red"

