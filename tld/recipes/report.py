@@ -140,13 +140,17 @@ def ship_model(r: Any, model: Path, dest: Path, summary: dict[str, Any]) -> Path
     return dest
 
 
-def model_card(facts: dict[str, Any], summary: dict[str, Any], size_mb: float) -> str:
-    parts = facts["source"].get("parts", [])
-    credits = "\n".join(
+def _credits(parts: list[dict[str, Any]]) -> str:
+    """One line per data source: name, image count, licence and attribution."""
+    return "\n".join(
         f"- **{str(p.get('source', '?')).replace(' (?)', '')}** ({p.get('count', '?')} images): "
         f"{p.get('license', '?')}. {p.get('attribution', '')}"
         for p in parts
     )
+
+
+def model_card(facts: dict[str, Any], summary: dict[str, Any], size_mb: float) -> str:
+    credits = _credits(facts["source"].get("parts", []))
     val = facts["vae_val"]
     t = facts["timings"]
     return f"""# tld-emoji: the bundled demo model
