@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from train_fixtures import pattern_latents, write_dataset
+from train_fixtures import pattern_latents, tiny_run_settings, write_dataset
 
 from tld.data import LatentDataset
 from tld.diffusion import get_parameterization
@@ -25,21 +25,7 @@ def fresh_accelerate():
 
 
 def tiny_config(tmp_path, run="run", *overrides):
-    data = tmp_path / "data"
-    if not data.exists():
-        write_dataset(data, n=32)
-    base = [
-        f"data.path={data}",
-        "model_preset=tiny",
-        f"output_dir={tmp_path / run}",
-        "batch_size=8",
-        "optim.lr=2e-3",
-        "optim.warmup_steps=5",
-        "sample.every=0",
-        "tracker=none",
-        "progress=false",
-    ]
-    return load_config(None, base + list(overrides))
+    return load_config(None, tiny_run_settings(tmp_path, run) + list(overrides))
 
 
 def _weights(folder):

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from train_fixtures import write_dataset
+from train_fixtures import tiny_run_settings
 
 from tld.training import checkpoint as ckpt
 from tld.training.config import load_config
@@ -33,21 +33,7 @@ def _reset_accelerate():
 
 
 def _settings(tmp_path, run, *extra):
-    data = tmp_path / "data"
-    if not data.exists():
-        write_dataset(data, n=32)
-    base = [
-        f"data.path={data}",
-        "model_preset=tiny",
-        f"output_dir={tmp_path / run}",
-        "batch_size=8",
-        "optim.lr=2e-3",
-        "optim.warmup_steps=2",
-        "sample.every=0",
-        "tracker=none",
-        "progress=false",
-    ]
-    return base + list(extra)
+    return tiny_run_settings(tmp_path, run, warmup=2) + list(extra)
 
 
 def _same_weights(a, b):

@@ -64,3 +64,21 @@ def write_dataset(
     )
     write_meta(folder, meta)
     return folder
+
+
+def tiny_run_settings(tmp_path: Path, run: str = "run", warmup: int = 5) -> list[str]:
+    """--set overrides of a tiny CPU training run on a 32-row pattern dataset under tmp_path/data."""
+    data = tmp_path / "data"
+    if not data.exists():
+        write_dataset(data, n=32)
+    return [
+        f"data.path={data}",
+        "model_preset=tiny",
+        f"output_dir={tmp_path / run}",
+        "batch_size=8",
+        "optim.lr=2e-3",
+        f"optim.warmup_steps={warmup}",
+        "sample.every=0",
+        "tracker=none",
+        "progress=false",
+    ]
