@@ -24,7 +24,7 @@ from tld.preprocessing.shards import iter_shard, list_shards
 from tqdm.auto import tqdm
 
 from tld.data.format import CAPTIONS, LATENTS, META, TEXT_EMB, TEXT_MASK, quantize_latents
-from tld.encoders.images import center_crop_resize, load_image, pil_to_tensor
+from tld.encoders.images import decode_sample_image, load_image, pil_to_tensor
 from tld.encoders.text import DEFAULT_TEXT_SPEC, TEXT_BACKENDS
 from tld.errors import TLDError
 
@@ -121,18 +121,6 @@ def _first_image_size(shards: list[Path]) -> int:
     raise TLDError(f"no decodable image in any of the {len(shards)} shard(s)")
 
 
-def _decode(sample: dict[str, Any], size: int, failed: Counter) -> Any:
-    if sample["image"] is None:
-        failed["no image in sample"] += 1
-        return None
-    try:
-        image = load_image(sample["image"])
-    except TLDError:
-        failed["cannot decode image"] += 1
-        return None
-    return image if image.size == (size, size) else center_crop_resize(image, size)
-
-
 def encode_shard(
     shard: Path, dest: Path, vae: Any, text: Any, cfg: EncodeConfig, size: int, bar: Any
 ) -> ShardResult:
@@ -161,7 +149,7 @@ def encode_shard(
     samples = 0
     for sample in iter_shard(shard):
         samples += 1
-        image = _decode(sample, size, failed)
+        image = decode_sample_image(sample["image"], size, failed)
         if image is None:
             continue
         meta = sample["json"] if isinstance(sample["json"], dict) else {}

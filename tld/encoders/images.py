@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -120,3 +121,17 @@ def load_image(source: str | os.PathLike | bytes, background: Background = WHITE
         # PIL signals truncated/corrupt data with OSError or SyntaxError depending on the codec.
         raise TLDError(f"cannot decode image {name}: {e}") from e
     return to_rgb(image, background)
+
+
+def decode_sample_image(raw: bytes | None, size: int, failed: Counter) -> Image.Image | None:
+    """A shard sample's image bytes as a size x size RGB image (centre-cropped), or None with the
+    reason counted in `failed`: what every reader of shards does with a missing or broken image."""
+    if raw is None:
+        failed["no image in sample"] += 1
+        return None
+    try:
+        image = load_image(raw)
+    except TLDError:
+        failed["cannot decode image"] += 1
+        return None
+    return image if image.size == (size, size) else center_crop_resize(image, size)

@@ -32,16 +32,21 @@ class TrainResult:
     last_checkpoint: Path | None
 
 
+def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Learning-rate factor: linear warmup over `warmup` steps, then cosine decay to `min_ratio` at `total`."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def lr_lambda(config: TrainConfig):
     o = config.optim
 
     def factor(step: int) -> float:
-        if o.warmup_steps > 0 and step < o.warmup_steps:
-            return (step + 1) / o.warmup_steps
-        if o.schedule == "constant":
+        if o.schedule == "constant" and step >= o.warmup_steps:
             return 1.0
-        progress = min(1.0, (step - o.warmup_steps) / max(1, config.steps - o.warmup_steps))
-        return o.min_lr_ratio + (1.0 - o.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return warmup_cosine(step, o.warmup_steps, config.steps, o.min_lr_ratio)
 
     if o.schedule not in ("cosine", "constant"):
         raise TLDError(f"optim.schedule must be 'cosine' or 'constant', got {o.schedule!r}")

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tld.data import derive_seed
-from tld.encoders.images import center_crop_resize, load_image
+from tld.encoders.images import decode_sample_image
 from tld.errors import TLDError
 
 
@@ -41,17 +41,9 @@ def load_shard_images(folders: list[str], size: int, progress: bool = True) -> t
     rows: list[np.ndarray] = []
     for shard in tqdm(shards, desc="reading shards", unit="shard", disable=not progress):
         for sample in iter_shard(shard):
-            if sample["image"] is None:
-                failed["no image in sample"] += 1
-                continue
-            try:
-                image = load_image(sample["image"])
-            except TLDError:
-                failed["cannot decode image"] += 1
-                continue
-            if image.size != (size, size):
-                image = center_crop_resize(image, size)
-            rows.append(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
+            image = decode_sample_image(sample["image"], size, failed)
+            if image is not None:
+                rows.append(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
     if not rows:
         bad = f" ({dict(failed)})" if failed else ""
         raise TLDError(f"no decodable images in {len(shards)} shard(s) of {', '.join(folders)}{bad}")

@@ -24,6 +24,7 @@ from tld.common import resolve_device
 from tld.errors import TLDError
 from tld.training import checkpoint as ckpt
 from tld.training.ema import EMA
+from tld.training.loop import find_resume, warmup_cosine
 from tld.training.vae_config import VAETrainConfig
 from tld.training.vae_data import ImageSet, batch_at, load_shard_images, split_images
 
@@ -73,13 +74,6 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     return float((-10 * mse.log10()).mean()), float(-10 * math.log10(float(mse.mean())))
 
 
-def lr_factor(config: VAETrainConfig, step: int) -> float:
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
-    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 class _Run:
     """The state of one training run: model, EMA, optimizer, schedule, logs."""
 
@@ -91,7 +85,9 @@ class _Run:
         self.model = build_vae(config).to(self.device).train()
         self.ema = EMA(self.model, config.ema_decay).to(self.device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(config, s))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: warmup_cosine(s, config.warmup_steps, config.steps, config.min_lr_ratio)
+        )
         self.step, self.elapsed, self.history = 0, 0.0, []
         self.writer = _tensorboard(self.out) if config.tracker == "tensorboard" else None
 
@@ -193,7 +189,7 @@ def train_vae(config: VAETrainConfig | dict) -> VAETrainResult:
     run = _Run(config, data)
     run.out.mkdir(parents=True, exist_ok=True)
     (run.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    found = _resume_folder(config)
+    found = find_resume(config)  # the denoiser trainer's rules: "latest", "auto" or a step folder
     if found is not None:
         run.resume(found)
     losses = _loop(run)
@@ -201,18 +197,6 @@ def train_vae(config: VAETrainConfig | dict) -> VAETrainResult:
     run.save()
     vae_dir = export_vae(run.ema_model(), run.data.val, run.out / "vae", run.history)
     return VAETrainResult(run.step, losses, mean_db, pooled_db, run.out, vae_dir)
-
-
-def _resume_folder(config: VAETrainConfig) -> Path | None:
-    if not config.resume:
-        return None
-    if config.resume in ("latest", "auto"):
-        found = ckpt.latest_checkpoint(Path(config.output_dir) / "checkpoints")
-        if found is None and config.resume == "latest":
-            raise TLDError(f"--resume: no complete checkpoint under {config.output_dir}/checkpoints")
-        return found
-    ckpt.read_state(config.resume)
-    return Path(config.resume)
 
 
 def _loop(run: _Run) -> list[float]:
