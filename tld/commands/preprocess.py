@@ -64,13 +64,18 @@ def _add_folder(sub: argparse._SubParsersAction) -> None:
 def _add_emoji(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("emoji", help="render the bundled OpenMoji emoji (CC BY-SA 4.0) into shards")
     p.add_argument("out")
+    _add_render_options(p, "append ', STYLE style' to every caption (e.g. openmoji)")
+    p.set_defaults(func=run_emoji)
+
+
+def _add_render_options(p: argparse.ArgumentParser, style_help: str) -> None:
+    """What every rendered emoji source takes: size, background, caption style, limit, shard size."""
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--background", default="white", help="colour name or #rrggbb")
+    p.add_argument("--style", help=style_help)
     p.add_argument("--limit", type=int, help="only the first N emoji")
-    p.add_argument("--style", help="append ', STYLE style' to every caption (e.g. openmoji)")
     p.add_argument("--samples-per-shard", type=int, default=1000)
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=run_emoji)
 
 
 def _add_iconify(sub: argparse._SubParsersAction) -> None:
@@ -80,13 +85,8 @@ def _add_iconify(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("set", help="set name (fetched with npm pack), or a .tgz / package folder / icons.json")
     p.add_argument("out")
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--background", default="white", help="colour name or #rrggbb")
-    p.add_argument("--style", help="caption style word (default: twemoji, noto, fluent, or the set prefix)")
-    p.add_argument("--limit", type=int, help="only the first N icons")
-    p.add_argument("--samples-per-shard", type=int, default=1000)
+    _add_render_options(p, "caption style word (default: twemoji, noto, fluent, or the set prefix)")
     p.add_argument("--cache", help="where fetched sets are kept (default ~/.cache/tld/iconify)")
-    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_iconify)
 
 
