@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tld.common import write_json_atomic
 from tld.errors import TLDError
 
 SETS = ("openmoji", "twemoji", "noto", "fluent-emoji-flat")
@@ -150,7 +151,7 @@ def _timed(r: EmojiRecipe, name: str, fn: Any, *args: Any) -> Any:
     path = r.out / "timings.json"
     timings = json.loads(path.read_text()) if path.is_file() else {}
     timings[name] = round(timings.get(name, 0.0) + time.time() - t0, 1)
-    path.write_text(json.dumps(timings, indent=2) + "\n")
+    write_json_atomic(path, timings)
     return result
 
 
@@ -169,7 +170,7 @@ def run_recipe(r: EmojiRecipe, ship: str | None = None) -> dict[str, Any]:
     if _step("eval", summary_path.is_file()):
         summary = _timed(r, "eval", colour_table, model, COLOUR_WORDS, COLOUR_OBJECTS, r.seeds, r.device)
         summary["real"] = real_colour_ceiling(r.shards / "all", COLOUR_WORDS, COLOUR_OBJECTS)
-        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+        write_json_atomic(summary_path, summary)  # eval.json marks the step done: never half-written
     summary = json.loads(summary_path.read_text())
     if ship:
         if not summary:
