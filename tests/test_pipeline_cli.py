@@ -137,9 +137,9 @@ def test_cli_errors_are_one_line(model_dir, tmp_path, capsys):
 
 
 def test_convert_writes_a_model_folder_with_hub_specs(tmp_path, capsys):
-    from test_convert import _original  # the reference implementation of the original network
+    from reference_tld import make_original  # the reference implementation of the original network
 
-    net = _original(seed=4, embed=64, layers=2, image=8, patch=2, noise_dims=32, text=TEXT_DIM)
+    net = make_original(seed=4, embed=64, layers=2, image=8, patch=2, noise_dims=32, text=TEXT_DIM)
     torch.save(net.state_dict(), tmp_path / "state_dict_378000.pth")
     out = tmp_path / "tld-original"
     assert main(["convert", str(tmp_path / "state_dict_378000.pth"), "-o", str(out)]) == 0

@@ -55,9 +55,9 @@ def _original_sampler(net, labels, seed, n, guidance, num_imgs=1):
 
 @pytest.fixture(scope="module")
 def original(tmp_path_factory):
-    from test_convert import _original  # the reference implementation of the original network
+    from reference_tld import make_original  # the reference implementation of the original network
 
-    net = _original(seed=2, embed=64, layers=2, image=8, patch=2, noise_dims=32, text=TEXT_DIM)
+    net = make_original(seed=2, embed=64, layers=2, image=8, patch=2, noise_dims=32, text=TEXT_DIM)
     path = tmp_path_factory.mktemp("original") / "state_dict_378000.pth"
     torch.save(net.state_dict(), path)
     return net, path
