@@ -23,9 +23,10 @@ import torch
 from tld.preprocessing.shards import iter_shard, list_shards
 from tqdm.auto import tqdm
 
-from tld.data.format import CAPTIONS, LATENTS, META, TEXT_EMB, TEXT_MASK, quantize_latents
+from tld.data.format import CAPTIONS, LABELS, LATENTS, META, TEXT_EMB, TEXT_MASK, quantize_latents
 from tld.encoders.images import decode_sample_image, load_image, pil_to_tensor
 from tld.encoders.text import DEFAULT_TEXT_SPEC, TEXT_BACKENDS
+from tld.encoders.text_base import TextEmbeddings
 from tld.errors import TLDError
 
 WORK = ".work"
@@ -153,23 +154,42 @@ def encode_shard(
         if image is None:
             continue
         meta = sample["json"] if isinstance(sample["json"], dict) else {}
-        rows.append({"caption": sample["caption"], "key": sample["key"], "url": str(meta.get("url") or "")})
+        url = str(meta.get("url") or "")
+        rows.append({"caption": sample["caption"], "key": sample["key"], "url": url, "label": _label(meta)})
         batch.append(image)
         if len(batch) >= cfg.batch_size:
             flush()
     flush()
 
-    captions = pd.DataFrame(rows, columns=["caption", "key", "url"])
+    captions = pd.DataFrame(rows, columns=["caption", "key", "url", "label"]).astype({"label": "int64"})
     captions["shard"] = shard.name
     captions["flipped"] = False
     empty = torch.zeros((0, *vae.latent_shape(size, size)))
     z = torch.cat(originals + mirrored) if originals else empty
-    emb = text.encode(captions["caption"].tolist(), batch_size=cfg.text_batch_size, tokens=cfg.text_tokens)
+    emb = _encode_texts(text, captions["caption"].tolist(), cfg)
     if cfg.flip:
         captions = pd.concat([captions, captions.assign(flipped=True)], ignore_index=True)
     result = ShardResult(samples, len(rows), dict(failed))
     _write_shard(dest, z.numpy(), emb, captions, cfg, result)
     return result
+
+
+def _label(meta: dict[str, Any]) -> int:
+    """The sample's integer class (`label` in its json, as class-labelled sources write it), else -1."""
+    label = meta.get("label")
+    return label if isinstance(label, int) and not isinstance(label, bool) and label >= 0 else -1
+
+
+def _encode_texts(text: Any, captions: list[str], cfg: EncodeConfig) -> TextEmbeddings:
+    """Embeddings of the captions, each distinct caption encoded once (class names repeat thousands of times)."""
+    unique = list(dict.fromkeys(captions))
+    emb = text.encode(unique, batch_size=cfg.text_batch_size, tokens=cfg.text_tokens)
+    if len(unique) == len(captions):
+        return emb
+    position = {caption: i for i, caption in enumerate(unique)}
+    index = torch.tensor([position[c] for c in captions], dtype=torch.long)
+    pick = lambda t: None if t is None else t[index]  # noqa: E731
+    return TextEmbeddings(emb.pooled[index], pick(emb.tokens), pick(emb.mask))
 
 
 def _shard_number(shard: Path) -> int:
@@ -230,7 +250,7 @@ def _check_output(out: Path, cfg: EncodeConfig, vae: Any, settings: dict[str, An
         raise TLDError(
             f"{out} already holds a dataset of {old.get('count')} samples; pass --overwrite to replace it"
         )
-    leftovers = [name for name in (LATENTS, TEXT_EMB, CAPTIONS) if (out / name).exists()]
+    leftovers = [name for name in (LATENTS, TEXT_EMB, CAPTIONS, LABELS) if (out / name).exists()]
     if leftovers:
         raise TLDError(
             f"{out} holds dataset files {leftovers} without meta.json; pass --overwrite to replace them"
@@ -254,7 +274,7 @@ def _check_output(out: Path, cfg: EncodeConfig, vae: Any, settings: dict[str, An
 def _clear_output(out: Path) -> None:
     from tld.data.format import VAL_PROMPTS, VAL_TEXT_EMB
 
-    for name in (META, LATENTS, TEXT_EMB, TEXT_MASK, CAPTIONS, VAL_TEXT_EMB, VAL_PROMPTS):
+    for name in (META, LATENTS, TEXT_EMB, TEXT_MASK, CAPTIONS, LABELS, VAL_TEXT_EMB, VAL_PROMPTS):
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / WORK, ignore_errors=True)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from tld.preprocessing.shards import read_source_info
 
 from tld.data.format import (
     CAPTIONS,
+    LABELS,
     LATENTS,
     TEXT_EMB,
     TEXT_MASK,
@@ -119,10 +121,14 @@ def merge_work(
     if cfg.text_tokens:
         _write_array(out / TEXT_MASK, [(d / TEXT_MASK, k) for d, k in zip(work_dirs, keep)])
     merged = pd.concat([c[k] for c, k in zip(captions, keep)], ignore_index=True)
+    labelled = _write_labels(out, merged)
     merged.to_parquet(out / CAPTIONS, index=False)
     n_val = _validation(out, cfg, text, work_dirs, captions, held)
 
     info = read_source_info(source_dir)
+    extra = _provenance(info, cfg, stats, failed, n_val, len(work_dirs), latent_shape)
+    if labelled:  # class names come from the source record (e.g. preprocess fashion-mnist)
+        extra.update(labelled=labelled, class_names=info.get("class_names"))
     meta = DatasetMeta(
         count=latent_shape[0],
         latent_shape=list(latent_shape[1:]),
@@ -137,10 +143,33 @@ def merge_work(
         flip_doubled=cfg.flip,
         source=str(info.get("source") or source_dir.resolve()),
         license=str(info.get("license", "")),
-        extra=_provenance(info, cfg, stats, failed, n_val, len(work_dirs), latent_shape),
+        extra=extra,
     )
     write_meta(out, meta)
     return meta
+
+
+def _write_labels(out: Path, merged: pd.DataFrame) -> int:
+    """labels.npy from the captions' label column when every sample has a class; returns how many have one.
+
+    The column travels with its rows through flips, hold-outs and resumed shards, so the labels stay
+    aligned with the latents. Without any label the column is dropped (text datasets look as before).
+    """
+    labels = merged.pop("label").fillna(-1).astype("int64") if "label" in merged else None
+    if labels is None or not (labels >= 0).any():
+        return 0
+    merged["label"] = labels
+    count = int((labels >= 0).sum())
+    if count < len(labels):
+        warnings.warn(
+            f"only {count} of {len(labels)} samples carry a class label; {LABELS} not written", stacklevel=2
+        )
+        return count
+    tmp = out / f".{LABELS}.tmp"
+    with open(tmp, "wb") as f:
+        np.save(f, labels.to_numpy())
+    os.replace(tmp, out / LABELS)
+    return count
 
 
 def _provenance(

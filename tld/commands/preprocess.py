@@ -1,4 +1,4 @@
-"""`tld preprocess download|folder|emoji|encode`: the offline stage, one command per step."""
+"""`tld preprocess STEP`: the offline stage (download, folder, emoji, iconify, fashion-mnist, encode ...)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_folder(sub)
     _add_emoji(sub)
     _add_iconify(sub)
+    _add_fashion_mnist(sub)
     _add_combine(sub)
     _add_encode(sub)
 
@@ -88,6 +89,20 @@ def _add_iconify(sub: argparse._SubParsersAction) -> None:
     _add_render_options(p, "caption style word (default: twemoji, noto, fluent, or the set prefix)")
     p.add_argument("--cache", help="where fetched sets are kept (default ~/.cache/tld/iconify)")
     p.set_defaults(func=run_iconify)
+
+
+def _add_fashion_mnist(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fashion-mnist",
+        help="Fashion-MNIST (MIT, Debian's dataset-fashion-mnist) into OUT/train and OUT/test shards",
+    )
+    p.add_argument("out", help="writes OUT/train and OUT/test (caption = class name, json 'label')")
+    p.add_argument("--source", help="folder of the idx files, gz or raw (default: Debian's location)")
+    p.add_argument("--size", type=int, default=32, help="image side; 32 pads the 28 px images, no resampling")
+    p.add_argument("--limit", type=int, help="only the first N images of each split")
+    p.add_argument("--samples-per-shard", type=int, default=10000)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_fashion_mnist)
 
 
 def _add_combine(sub: argparse._SubParsersAction) -> None:
@@ -202,6 +217,21 @@ def run_iconify(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(f"{args.set} -> {args.out}: {report.summary()}")
+    return 0
+
+
+def run_fashion_mnist(args: argparse.Namespace) -> int:
+    from tld.preprocessing.fashion_mnist import ATTRIBUTION, build_fashion_mnist_shards
+
+    report = build_fashion_mnist_shards(
+        args.out,
+        source=args.source,
+        size=args.size,
+        limit=args.limit,
+        samples_per_shard=args.samples_per_shard,
+        progress=not args.no_progress,
+    )
+    print(f"Fashion-MNIST -> {args.out}: {report.summary()}\n{ATTRIBUTION}")
     return 0
 
 

@@ -15,10 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from tld.data.format import LatentArrays, first_nonfinite_row, open_latent_dataset
+from tld.data.format import LABELS, LatentArrays, first_nonfinite_row, open_latent_dataset
 from tld.errors import TLDError
-
-LABELS = "labels.npy"  # optional (N,) int class labels, an alternative condition to text
 
 
 def derive_seed(*keys: int) -> int:

@@ -5,7 +5,8 @@ A dataset is a folder holding
     latents.npy         (N, C, H, W) float16, or uint8 quantized in [-clip, clip] (clip in meta.json)
     text_emb.npy        (N, D) pooled or (N, T, D) per-token text embeddings, float16
     text_mask.npy       (N, T) bool, only with per-token embeddings (True = real token)
-    captions.parquet    one row per sample: caption, key, url (aligned with the arrays)
+    captions.parquet    one row per sample: caption, key, url (+ label) (aligned with the arrays)
+    labels.npy          optional (N,) int64 class labels, written when every sample has one
     meta.json           DatasetMeta below
     val_text_emb.npy    optional (M, D) or (M, T, D): embeddings of the validation prompts
     val_prompts.txt     optional: the M validation prompts, one per line
@@ -34,6 +35,7 @@ CAPTIONS = "captions.parquet"
 META = "meta.json"
 VAL_TEXT_EMB = "val_text_emb.npy"
 VAL_PROMPTS = "val_prompts.txt"
+LABELS = "labels.npy"  # optional (N,) int class labels, an alternative condition to text
 
 FORMAT_NAME = "tld-latents"
 FORMAT_VERSION = 1
