@@ -51,6 +51,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     s.set_defaults(func=run_sweep)
 
+    c = sub.add_parser(
+        "train-classifier",
+        help="train the FID classifier on a class-labelled shard folder",
+        description="Train a small CNN on shards whose samples carry a 'label' (e.g. preprocess "
+        "fashion-mnist); its features are --extractor classifier --classifier OUT.",
+    )
+    c.add_argument("train", help="class-labelled shard folder to train on")
+    c.add_argument("out", help="classifier folder to write (classifier.json + classifier.safetensors)")
+    c.add_argument("--test", help="class-labelled shard folder for the reported test accuracy")
+    c.add_argument("--epochs", type=int, default=3)
+    c.add_argument("--batch-size", type=int, default=128)
+    c.add_argument("--lr", type=float, default=2e-3)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--input-size", type=int, default=32, help="images are centre-cropped/resized to this")
+    c.add_argument("--limit", type=int, help="only the first N training images")
+    c.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    c.add_argument("--no-progress", dest="progress", action="store_false")
+    c.set_defaults(func=run_train_classifier)
+
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model folder or hub repo id")
@@ -60,9 +79,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--real-n", type=int, help="real images in the reference (default: = -n)")
     p.add_argument(
-        "--extractor", default="efficientnet-lite0", help="efficientnet-lite0 (offline, default) or inception"
+        "--extractor",
+        default="efficientnet-lite0",
+        help="efficientnet-lite0 (offline, default), inception, or classifier (with --classifier)",
     )
     p.add_argument("--inception-weights", help="pt_inception-2015-12-05-6726825d.pth (default: download)")
+    p.add_argument("--classifier", help="classifier folder from `tld eval train-classifier`")
     p.add_argument("--batch-size", type=int, default=16, help="images per pipeline call (default 16)")
     p.add_argument("--seed", type=int, default=0, help="image k uses seed + k (default 0)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
@@ -102,7 +124,9 @@ def _setup(args: argparse.Namespace):
     config.validate()
     real_n = args.n if args.real_n is None else args.real_n
     data_key = dataset_fingerprint(args.data)  # a missing or empty data folder fails here, before any loading
-    extractor = load_extractor(args.extractor, args.device, inception_weights=args.inception_weights)
+    extractor = load_extractor(
+        args.extractor, args.device, inception_weights=args.inception_weights, classifier=args.classifier
+    )
     from tld import TLDPipeline
 
     pipe = TLDPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
@@ -125,6 +149,7 @@ def _summary(r: dict[str, Any]) -> str:
         f"FID {r['fid']:.3f}  KID {r['kid_mean']:.5f} +- {r['kid_std']:.5f}  precision {r['precision']:.3f}  "
         f"recall {r['recall']:.3f}  caption top-1 {r['align_top1']:.3f} (chance {r['align_chance_top1']:.3f})  "
         f"NFE {r['nfe']}  [{r['n']} generated vs {r['n_real']} real, {r['extractor']}]"
+        + (f"  class accuracy {r['class_accuracy']:.3f}" if "class_accuracy" in r else "")
     )
 
 
@@ -152,6 +177,33 @@ def run_fid(args: argparse.Namespace) -> int:
 
         write_json_atomic(args.out, {"identity": identity, "result": result, "warnings": notes})
         print(f"wrote {args.out}")
+    return 0
+
+
+def run_train_classifier(args: argparse.Namespace) -> int:
+    from tld.eval.classifier_train import ClassifierTrainConfig, train_classifier
+
+    cfg = ClassifierTrainConfig(
+        train=args.train,
+        out=args.out,
+        test=args.test,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        input_size=args.input_size,
+        limit=args.limit,
+        device=args.device,
+        progress=args.progress,
+    )
+    record = train_classifier(cfg)
+    test = (
+        "no test set" if record["test_accuracy"] is None else f"test accuracy {record['test_accuracy']:.4f}"
+    )
+    print(
+        f"classifier -> {args.out}: {record['train_images']} training images, {record['steps']} steps in "
+        f"{record['seconds']:.0f} s; {test} on {record['test_images']} images"
+    )
     return 0
 
 

@@ -2,6 +2,9 @@
 
 Image k is generated from prompt k (the reference set's captions, cycled) with seed `seed + k`, so
 a setting's images do not depend on the batch size and every setting sees the same prompts and seeds.
+A class-conditional model (num_classes > 0) is conditioned on real image k's class label instead;
+its caption (the class name) still serves the caption-rank alignment. With a classifier extractor
+the share of images classified as their conditioning class is reported too (`class_accuracy`).
 NFE is counted, not computed: a forward hook counts the denoiser's calls per batch. A guided step
 runs the conditional and unconditional rows in one batched call, so it counts once (multiply by 2
 for the literature's "NFE with CFG" when cfg != 1).
@@ -19,7 +22,7 @@ from tqdm.auto import tqdm
 from tld.errors import TLDError
 from tld.eval.alignment import caption_rank_alignment
 from tld.eval.colour import hue_check, hue_check_dominants
-from tld.eval.features import FeatureExtractor, to_uint8_nhwc
+from tld.eval.features import ClassifierExtractor, FeatureExtractor, to_uint8_nhwc
 from tld.eval.metrics import fid_from_features, kid_from_features, precision_recall
 from tld.eval.reference import ReferenceSet
 
@@ -82,10 +85,14 @@ def output_size(pipe: Any) -> tuple[int, int]:
 
 
 def generate_images(
-    pipe: Any, prompts: list[str], settings: SampleSettings, config: EvalConfig
+    pipe: Any,
+    prompts: list[str],
+    settings: SampleSettings,
+    config: EvalConfig,
+    labels: list[int] | None = None,
 ) -> tuple[np.ndarray, int, dict[str, Any]]:
-    """uint8 (N, H, W, 3) images for the prompts (seed + k for image k), the NFE per image and the
-    settings the pipeline resolved (its defaults filled in)."""
+    """uint8 (N, H, W, 3) images for the prompts (seed + k for image k; class labels[k] when given),
+    the NFE per image and the settings the pipeline resolved (its defaults filled in)."""
     calls = [0]
     handle = pipe.denoiser.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     images, nfe, resolved = [], 0, {}
@@ -95,6 +102,7 @@ def generate_images(
             starts, desc=f"sampling {settings.label}", disable=not config.progress, leave=False
         ):
             batch = prompts[start : start + config.batch_size]
+            extra = {} if labels is None else {"class_labels": labels[start : start + len(batch)]}
             calls[0] = 0
             out = pipe(
                 batch,
@@ -105,6 +113,7 @@ def generate_images(
                 seed=[config.seed + start + i for i in range(len(batch))],
                 output_type="np",
                 progress=False,
+                **extra,
             )
             images.append(to_uint8_nhwc(np.asarray(out.images).transpose(0, 3, 1, 2)))
             nfe = max(nfe, calls[0])
@@ -120,8 +129,10 @@ def score(
     ref: ReferenceSet,
     extractor: FeatureExtractor,
     config: EvalConfig,
+    labels: list[int] | None = None,
 ) -> dict[str, Any]:
-    """FID, KID, precision/recall, caption-rank alignment and the hue check of generated images."""
+    """FID, KID, precision/recall, caption-rank alignment and the hue check of generated images
+    (+ class accuracy for images generated from class `labels`, scored by a classifier extractor)."""
     feats = extractor(gen_images, progress=config.progress)
     if feats.shape[1] != ref.features.shape[1] or extractor.name != ref.extractor:
         raise TLDError(
@@ -143,7 +154,38 @@ def score(
         **align.to_dict(),
         **hue_check(gen_images, prompts).to_dict(),
         "real_hue_accuracy": real_hue.accuracy,
+        **_class_accuracy(extractor, gen_images, labels),
     }
+
+
+def _class_accuracy(extractor: FeatureExtractor, images: np.ndarray, labels: list[int] | None) -> dict:
+    """{"class_accuracy": share classified as their class} when both a classifier and labels exist."""
+    if labels is None or not isinstance(extractor, ClassifierExtractor):
+        return {}
+    from tld.eval.classifier import predict
+
+    return {"class_accuracy": float((predict(extractor, images) == np.asarray(labels)).mean())}
+
+
+def prompts_and_labels(pipe: Any, ref: ReferenceSet, n: int) -> tuple[list[str], list[int] | None]:
+    """Prompt k = caption k of the real set (cycled); for class-conditional models also its class label."""
+    if not ref.captions:
+        raise TLDError("the reference set has no captions to prompt with")
+    prompts = [ref.captions[k % len(ref.captions)] for k in range(n)]
+    num_classes = pipe.denoiser.config.num_classes
+    if not num_classes:
+        return prompts, None
+    if ref.labels is None:
+        raise TLDError(
+            f"the model is class-conditional ({num_classes} classes) but the real images of {ref.source} "
+            "carry no class labels (an integer 'label' in each shard sample's json)"
+        )
+    labels = [ref.labels[k % len(ref.labels)] for k in range(n)]
+    if max(labels) >= num_classes or min(labels) < 0:
+        raise TLDError(
+            f"the real images have class labels {min(labels)}..{max(labels)}; the model knows 0..{num_classes - 1}"
+        )
+    return prompts, labels
 
 
 def evaluate_setting(
@@ -152,11 +194,9 @@ def evaluate_setting(
     """Generate config.n images with `settings` and score them; a flat dict of numbers and settings."""
     settings.validate()
     config.validate()
-    if not ref.captions:
-        raise TLDError("the reference set has no captions to prompt with")
-    prompts = [ref.captions[k % len(ref.captions)] for k in range(config.n)]
+    prompts, labels = prompts_and_labels(pipe, ref, config.n)
     start = time.perf_counter()
-    images, nfe, resolved = generate_images(pipe, prompts, settings, config)
+    images, nfe, resolved = generate_images(pipe, prompts, settings, config, labels)
     seconds = time.perf_counter() - start
     return {
         **settings.to_dict(),
@@ -165,6 +205,11 @@ def evaluate_setting(
         "n": config.n,
         "n_real": len(ref.features),
         "extractor": ref.extractor,
-        **score(images, prompts, ref, extractor, config),
+        "conditioning": "class"
+        if labels is not None
+        else "text"
+        if pipe.denoiser.config.text_dim
+        else "none",
+        **score(images, prompts, ref, extractor, config, labels),
         "seconds_per_image": seconds / config.n,
     }

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from tld.common import require, resolve_device
 from tld.errors import TLDError
 
-EXTRACTORS = ("efficientnet-lite0", "inception")
+EXTRACTORS = ("efficientnet-lite0", "inception", "classifier")
 
 
 def to_float_nchw(images: Any) -> torch.Tensor:
@@ -203,12 +203,22 @@ def load_extractor(
     device: str | torch.device | None = None,
     batch_size: int = 64,
     inception_weights: str | os.PathLike | None = None,
+    classifier: str | os.PathLike | None = None,
 ) -> FeatureExtractor:
-    """A named extractor: "efficientnet-lite0" (offline) or "inception" (FID weights file or download)."""
+    """A named extractor: "efficientnet-lite0" (offline), "inception" (FID weights file or download) or
+    "classifier" (a folder written by `tld eval train-classifier`, passed as `classifier`)."""
     if name == "efficientnet-lite0":
         return EfficientNetLite0Extractor(device=device, batch_size=batch_size)
     if name == "inception":
         if inception_weights is not None and not os.path.isfile(inception_weights):
             raise TLDError(f"Inception weights file {inception_weights} does not exist")
         return InceptionFIDExtractor(inception_weights, device=device, batch_size=batch_size)
+    if name == "classifier":
+        if classifier is None:
+            raise TLDError(
+                "--extractor classifier needs --classifier PATH (from `tld eval train-classifier`)"
+            )
+        from tld.eval.classifier import classifier_extractor
+
+        return classifier_extractor(classifier, device=device, batch_size=batch_size)
     raise TLDError(f"unknown feature extractor {name!r}; expected one of: {', '.join(EXTRACTORS)}")

@@ -30,6 +30,7 @@ from tld.eval.metrics import feature_stats
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 CACHE_ENV = "TLD_EVAL_CACHE"
+CACHE_VERSION = 2  # 2: class labels stored; older files are never read
 
 
 def default_cache_dir() -> Path:
@@ -48,6 +49,7 @@ class ReferenceSet:
     image_size: tuple[int, int]
     source: str
     cached: bool = False  # True when read from the cache
+    labels: list[int] | None = None  # class labels of the images, when the data carries them
 
     @property
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
@@ -85,20 +87,28 @@ def dataset_fingerprint(data: str | os.PathLike) -> str:
     return files_fingerprint(root, (p for path in files for p in (path, path.with_suffix(".txt"))))
 
 
-def iter_real_images(data: str | os.PathLike) -> Iterator[tuple[bytes | Path, str]]:
-    """(image bytes or path, caption) for every image of a shard or image folder, in file order."""
+def iter_real_samples(data: str | os.PathLike) -> Iterator[tuple[bytes | Path, str, int | None]]:
+    """(image bytes or path, caption, class label or None) for every image of a shard or image folder,
+    in file order. The label is the integer `label` of a shard sample's json (class-labelled sources)."""
     kind, files = _data_files(Path(data))
     if kind == "images":
         for path in files:
             txt = path.with_suffix(".txt")
-            yield path, txt.read_text(encoding="utf-8").strip() if txt.is_file() else ""
+            yield path, txt.read_text(encoding="utf-8").strip() if txt.is_file() else "", None
         return
     from tld.preprocessing.shards import iter_shard
 
     for shard in files:
         for sample in iter_shard(shard):
             if sample["image"] is not None:
-                yield sample["image"], sample["caption"]
+                label = sample["json"].get("label") if isinstance(sample["json"], dict) else None
+                yield sample["image"], sample["caption"], label if isinstance(label, int) else None
+
+
+def iter_real_images(data: str | os.PathLike) -> Iterator[tuple[bytes | Path, str]]:
+    """(image bytes or path, caption) for every image of a shard or image folder, in file order."""
+    for source, caption, _ in iter_real_samples(data):
+        yield source, caption
 
 
 def read_captions(data: str | os.PathLike) -> list[str]:
@@ -114,24 +124,26 @@ def read_captions(data: str | os.PathLike) -> list[str]:
 
 def load_real_images(
     data: str | os.PathLike, n: int, image_size: tuple[int, int]
-) -> tuple[np.ndarray, list[str]]:
-    """The first n images as uint8 (n', H, W, 3), centre-cropped to image_size, and their captions."""
+) -> tuple[np.ndarray, list[str], list[int] | None]:
+    """The first n images as uint8 (n', H, W, 3), centre-cropped to image_size, their captions, and
+    their class labels when every one of them has a label (else None)."""
     from tld.encoders.images import center_crop_resize, load_image
 
-    images, captions = [], []
-    for source, caption in iter_real_images(data):
+    images, captions, labels = [], [], []
+    for source, caption, label in iter_real_samples(data):
         if len(images) == n:
             break
         images.append(np.asarray(center_crop_resize(load_image(source), image_size)))
         captions.append(caption)
+        labels.append(label)
     if len(images) < 2:
         raise TLDError(f"{data} has {len(images)} readable image(s); FID needs at least 2")
-    return np.stack(images), captions
+    return np.stack(images), captions, None if None in labels else labels
 
 
 def cache_path(data: Path, extractor: str, image_size: tuple[int, int], n: int, cache_dir: Path) -> Path:
     identity = {"data": str(data.resolve()), "fingerprint": dataset_fingerprint(data), "extractor": extractor,
-                "image_size": list(image_size), "n": n}  # fmt: skip
+                "image_size": list(image_size), "n": n, "version": CACHE_VERSION}  # fmt: skip
     key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     name = f"{data.resolve().name}-{extractor}-{image_size[0]}x{image_size[1]}-n{n}-{key}.npz"
     return cache_dir / name
@@ -146,8 +158,16 @@ def _save(path: Path, ref: ReferenceSet) -> None:
             features=ref.features,
             captions=np.array(ref.captions, dtype=str),
             dominants=np.array(ref.dominants, dtype=str),
+            labels=np.array(ref.labels or [], dtype=np.int64),
             info=np.array(
-                json.dumps({"extractor": ref.extractor, "image_size": ref.image_size, "source": ref.source})
+                json.dumps(
+                    {
+                        "extractor": ref.extractor,
+                        "image_size": ref.image_size,
+                        "source": ref.source,
+                        "labelled": ref.labels is not None,
+                    }
+                )
             ),
         )
     os.replace(tmp, path)
@@ -164,6 +184,7 @@ def _load(path: Path) -> ReferenceSet:
             image_size=tuple(info["image_size"]),
             source=info["source"],
             cached=True,
+            labels=[int(k) for k in z["labels"]] if info.get("labelled") else None,
         )
 
 
@@ -183,12 +204,11 @@ def reference_set(
     path = cache_path(root, extractor.name, size, n, Path(cache_dir) if cache_dir else default_cache_dir())
     if path.is_file():
         return _load(path)
-    images, captions = load_real_images(root, n, size)
+    images, captions, labels = load_real_images(root, n, size)
     dominants = [
         dominant_colour(im) for im in tqdm(images, desc="colours", disable=not progress, leave=False)
     ]
-    ref = ReferenceSet(
-        extractor(images, progress=progress), captions, dominants, extractor.name, size, str(root)
-    )
+    feats = extractor(images, progress=progress)
+    ref = ReferenceSet(feats, captions, dominants, extractor.name, size, str(root), labels=labels)
     _save(path, ref)
     return ref

@@ -17,7 +17,8 @@ TABLE_COLUMNS = (
     ("kid_std", "KID std", ".4f"), ("precision", "precision", ".3f"), ("recall", "recall", ".3f"),
     ("align_top1", "caption top-1", ".3f"), ("align_top5", "caption top-5", ".3f"),
     ("align_overlap", "word overlap", ".3f"),
-    ("hue_accuracy", "hue acc.", ".3f"), ("seconds_per_image", "s/image", ".3f"),
+    ("hue_accuracy", "hue acc.", ".3f"), ("class_accuracy", "class acc.", ".3f"),
+    ("seconds_per_image", "s/image", ".3f"),
 )  # fmt: skip
 
 

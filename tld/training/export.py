@@ -71,10 +71,12 @@ def export_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
     dataset = state.get("dataset", {})
     train_cfg = state.get("config", {})
+    # A class-conditional or unconditional model never reads text: no text encoder in its folder.
+    text_spec = dataset.get("text_encoder") if state["compat"].get("condition", "text") == "text" else None
     config = {
         "parameterization": state["compat"]["parameterization"],
         "vae": _export_vae(dataset.get("vae") or {}, out, copy_local_components),
-        "text_encoder": _export_text_encoder(dataset.get("text_encoder") or {}, out, copy_local_components),
+        "text_encoder": _export_text_encoder(text_spec or {}, out, copy_local_components),
         "ema": bool(ema),
         "text_tokens": bool(dataset.get("text_tokens", False)),
         "training": {
