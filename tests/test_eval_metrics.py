@@ -11,7 +11,7 @@ import scipy.linalg
 from tld.errors import TLDError
 from tld.eval import fid_from_features, frechet_distance, kid_from_features, precision_recall
 from tld.eval.alignment import caption_rank_alignment
-from tld.eval.colour import colour_words, dominant_colour, hue_check
+from tld.eval.colour import colour_words, dominant_colour, foreground_mask, hue_check
 from tld.eval.metrics import SmallSampleWarning, _mmd2_unbiased, feature_stats
 
 
@@ -160,6 +160,31 @@ def test_colour_words_and_dominant_colour():
     red[4:12, 4:12] = (220, 30, 30)
     check = hue_check([red, red, red], ["a red ball", "a blue ball", "a ball"])
     assert (check.checked, check.matched, check.accuracy) == (2, 1, 0.5)
+
+
+def test_dominant_colour_of_the_emoji_sets_palettes():
+    # Fills the four emoji sets use for "<colour> heart": each must read as its own name.
+    palette = {"purple": [(171, 71, 188), (170, 142, 214), (141, 101, 197)],
+               "brown": [(183, 109, 84), (193, 105, 79), (109, 69, 52), (106, 70, 47)],
+               "orange": [(244, 144, 12), (255, 103, 35), (226, 112, 34), (255, 152, 0)],
+               "red": [(244, 67, 54), (221, 46, 68), (248, 49, 47)], "pink": [(244, 143, 177)]}  # fmt: skip
+    for name, fills in palette.items():
+        for rgb in fills:
+            image = np.full((32, 32, 3), 255, np.uint8)
+            image[8:24, 8:24] = rgb
+            assert dominant_colour(image) == name, rgb
+
+
+def test_background_coloured_pixels_enclosed_by_the_object_count_as_foreground():
+    white_heart = np.full((32, 32, 3), 255, np.uint8)  # OpenMoji style: a dark outline around white
+    white_heart[6:26, 6:26] = (30, 30, 30)
+    white_heart[8:24, 8:24] = 255
+    assert dominant_colour(white_heart) == "white"
+    assert foreground_mask(white_heart)[16, 16] and not foreground_mask(white_heart)[2, 2]
+    open_ring = white_heart.copy()
+    open_ring[14:18, 6:8] = 255  # a gap joins the inside to the background: not enclosed any more
+    assert not foreground_mask(open_ring)[16, 16]
+    assert dominant_colour(open_ring) == "black"
 
 
 def test_caption_rank_alignment():

@@ -21,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_iconify(sub)
     _add_fashion_mnist(sub)
     _add_combine(sub)
+    _add_colour_words(sub)
     _add_encode(sub)
 
 
@@ -110,6 +111,27 @@ def _add_combine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", help="new or empty folder")
     p.add_argument("sources", nargs="+", help="shard folders, in the order their shards are copied")
     p.set_defaults(func=run_combine)
+
+
+def _add_colour_words(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "colour-words", help="copy shards, putting the image's dominant colour in front of captions lacking one"
+    )
+    p.add_argument("src", help="shard folder to read")
+    p.add_argument("out", help="new or empty folder for the recaptioned shards")
+    p.add_argument("--min-share", type=float, default=0.6, help="share of the top colour needed to name it")
+    p.add_argument("--samples-per-shard", type=int, default=10000)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_colour_words)
+
+
+def run_colour_words(args: argparse.Namespace) -> int:
+    from tld.preprocessing.recaption import ColourTagRules, add_colour_words
+
+    rules = ColourTagRules(min_share=args.min_share)
+    report = add_colour_words(args.src, args.out, rules, args.samples_per_shard, not args.no_progress)
+    print(f"colour words -> {args.out}: {report.summary()}")
+    return 0
 
 
 def _add_encode(sub: argparse._SubParsersAction) -> None:

@@ -1,10 +1,13 @@
 """Colour words and dominant colours: does "a red car" come out red?
 
 Pixels are classed into eleven colour names by HSV rules; the background is the median colour of
-the image border, and pixels close to it are left out. The dominant colour of an image is the most
-frequent hue class among its other pixels when hues cover at least a quarter of them (outlines and
-shading are black/grey and would otherwise win), else the most frequent of black/white/grey. The rules are a heuristic for flat, iconic images (emoji,
-icons, product shots); run the check on the real images too, as the ceiling a model can reach.
+the image border, and pixels close to it are left out unless the object encloses them. The dominant
+colour of an image is the most frequent hue class among its other pixels when hues cover at least a
+quarter of them (outlines and shading are black/grey and would otherwise win), else the most
+frequent of black/white/grey. The rules are a heuristic for flat, iconic images (emoji, icons,
+product shots); run the check on the real images too, as the ceiling a model can reach. On the four
+emoji sets of the demo model, the images named "<colour> heart/circle/square" get their named colour
+in 99 of 101 cases (Fluent's amber "yellow square" reads orange, OpenMoji's pink "white square" pink).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ CHROMATIC = tuple(range(8))  # indices of the hue classes in COLOURS; the last t
 ALIASES = {"gray": "grey", "violet": "purple", "magenta": "pink", "cyan": "blue", "turquoise": "blue"}
 # Hue bands in degrees [start, end) for saturated, non-dark pixels; red wraps around 0.
 HUE_BANDS = (("red", 345, 360), ("red", 0, 15), ("orange", 15, 40), ("yellow", 40, 70),
-             ("green", 70, 165), ("blue", 165, 260), ("purple", 260, 290), ("pink", 290, 345))  # fmt: skip
+             ("green", 70, 165), ("blue", 165, 260), ("purple", 260, 300), ("pink", 300, 345))  # fmt: skip
 _WORD = re.compile(r"[a-z]+")
 
 
@@ -53,11 +56,12 @@ def classify_pixels(rgb: np.ndarray) -> np.ndarray:
     out = np.full(h.shape, COLOURS.index("grey"))
     for name, lo, hi in HUE_BANDS:
         out[(h >= lo) & (h < hi)] = COLOURS.index(name)
-    # Light, weakly saturated reds are pink; dark oranges and reds are brown.
+    # Light, weakly saturated reds are pink. Brown is a dark or muted orange: the brown of the emoji
+    # sets ranges from #6D4534 (dark) to #B76D54 and #C1694F (muted, hue 14-16), while their oranges
+    # are saturated (s >= 0.85) and their reds have hues below 5 or above 345.
     out[(out == COLOURS.index("red")) & (s < 0.5) & (v > 0.7)] = COLOURS.index("pink")
-    out[np.isin(out, [COLOURS.index("orange"), COLOURS.index("red")]) & (v < 0.6) & (h >= 10) & (h < 45)] = (
-        COLOURS.index("brown")
-    )
+    orangey = (h >= 5) & (h < 45)
+    out[orangey & ((v < 0.6) | ((s < 0.7) & (v < 0.85)))] = COLOURS.index("brown")
     grey = s < 0.2
     out[grey] = COLOURS.index("grey")
     out[grey & (v > 0.85)] = COLOURS.index("white")
@@ -66,10 +70,29 @@ def classify_pixels(rgb: np.ndarray) -> np.ndarray:
 
 
 def foreground_mask(image: np.ndarray, tolerance: float = 40.0) -> np.ndarray:
-    """Pixels farther than `tolerance` (RGB distance) from the median border colour."""
+    """The object: pixels farther than `tolerance` (RGB distance) from the median border colour, plus
+    background-coloured pixels it encloses (the white inside a black-outlined "white heart").
+
+    Enclosed means not reachable from the image border through background-coloured pixels
+    (4-connected), found by growing the border's background region until it stops.
+    """
     border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]]).astype(np.float64)
     background = np.median(border, axis=0)
-    return np.linalg.norm(image.astype(np.float64) - background, axis=-1) > tolerance
+    differs = np.linalg.norm(image.astype(np.float64) - background, axis=-1) > tolerance
+    open_ = ~differs
+    outside = np.zeros_like(open_)
+    outside[[0, -1], :] = open_[[0, -1], :]
+    outside[:, [0, -1]] |= open_[:, [0, -1]]
+    while True:
+        grown = outside.copy()
+        grown[1:] |= outside[:-1]
+        grown[:-1] |= outside[1:]
+        grown[:, 1:] |= outside[:, :-1]
+        grown[:, :-1] |= outside[:, 1:]
+        grown &= open_
+        if np.array_equal(grown, outside):
+            return ~outside
+        outside = grown
 
 
 def colour_histogram(image: np.ndarray, min_foreground: float = 0.02) -> np.ndarray:
