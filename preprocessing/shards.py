@@ -192,3 +192,40 @@ def combine_shards(sources: list[str | os.PathLike], out: str | os.PathLike) -> 
     }
     write_source_info(out, merged)
     return n
+
+
+def sample_shards(
+    src: str | os.PathLike, out: str | os.PathLike, n: int, seed: int = 0, samples_per_shard: int = 10000
+) -> int:
+    """Write a seeded random sample of n images of `src` (all, if it has fewer) into new shards.
+
+    An evaluation reference or a quick trial set should cover every part of a combined dataset, not
+    only the first source's images. The sample keeps file order; images are stored as lossless PNG,
+    captions and json unchanged, the source record copied with the sampling noted. Returns the count.
+    """
+    import numpy as np
+
+    from tld.encoders.images import load_image
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise TLDError(f"n must be an integer >= 1, got {n!r}")
+    shards = list_shards(src)
+    out = Path(out)
+    if out.exists() and any(out.glob("*.tar")):
+        raise TLDError(f"{out} already holds shards; write the sample into a new or empty folder")
+    total = sum(1 for shard in shards for _ in iter_shard(shard))
+    keep = set(np.random.default_rng(seed).choice(total, size=min(n, total), replace=False).tolist())
+
+    def chosen() -> Iterator[Sample]:
+        index = 0
+        for shard in shards:
+            for raw in iter_shard(shard):
+                if index in keep and raw["image"] is not None:
+                    meta = {k: v for k, v in raw["json"].items() if k not in ("key", "caption")}
+                    yield Sample(load_image(raw["image"]), raw["caption"], meta)
+                index += 1
+
+    count, _ = write_shards(chosen(), out, samples_per_shard, image_format="png")
+    info = read_source_info(src) or {"source": str(Path(src).resolve())}
+    write_source_info(out, {**info, "count": count, "sampled": f"{count} of {total} images, seed {seed}"})
+    return count

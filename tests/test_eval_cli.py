@@ -188,7 +188,7 @@ def test_eval_sweep_resumes(tmp_path, capsys, model_dir, shard_dir):
     assert code == 0, stderr
     assert "2 cell(s) computed, 0 reused" in stdout
     table = (tmp_path / "sweep" / "results.md").read_text()
-    assert "| dpm_2 | 2 | tld | 2 | 3 |" in table and "| euler | 2 | tld | 2 | 2 |" in table
+    assert "| dpm_2 | 2 | tld | 2 | - | 3 |" in table and "| euler | 2 | tld | 2 | - | 2 |" in table
     assert (tmp_path / "sweep" / "fid_vs_nfe.png").stat().st_size > 1000
     assert len((tmp_path / "sweep" / "results.csv").read_text().splitlines()) == 3
     code, stdout, _ = run_cli(capsys, *argv)
@@ -200,3 +200,35 @@ def test_eval_sweep_resumes(tmp_path, capsys, model_dir, shard_dir):
     identity = json.loads(cell.read_text())["identity"]
     assert _read_cell(cell, identity) is not None
     assert _read_cell(cell, {**identity, "n": 5}) is None
+
+
+def test_eval_sweep_options_axis(tmp_path, capsys, model_dir, shard_dir):
+    """Pipeline options (here DDIM's eta) are one more axis: each value is its own cell and row."""
+    argv = [
+        "eval", "sweep", "--model", str(model_dir), "--data", str(shard_dir), "-n", "4",
+        "--samplers", "ddim", "--steps", "3", "--schedules", "tld", "--cfgs", "2",
+        "--option", "none", "--option", '{"sampler_opts": {"eta": 1.0}}',
+        "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "sweep"), "--device", "cpu", "--no-progress",
+    ]  # fmt: skip
+    code, stdout, stderr = run_cli(capsys, *argv)
+    assert code == 0, stderr
+    assert "2 cell(s) computed" in stdout
+    cells = sorted(p.name for p in (tmp_path / "sweep" / "cells").glob("*.json"))
+    assert cells == ["ddim-3-tld-cfg2-sampler_opts-eta-1.0.json", "ddim-3-tld-cfg2.json"]
+    rows = [json.loads((tmp_path / "sweep" / "cells" / c).read_text())["result"] for c in cells]
+    assert rows[0]["options"] == '{"sampler_opts": {"eta": 1.0}}' and rows[1]["options"] is None
+    assert rows[0]["fid"] != rows[1]["fid"]  # eta = 1 adds fresh noise each step: other images
+    assert '| {"sampler_opts": {"eta": 1.0}} |' in (tmp_path / "sweep" / "results.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "option, match",
+    [("{not json", "options must be a JSON object"), ('{"eta": 1}', "unknown option(s) ['eta']")],
+)
+def test_eval_sweep_bad_option_is_one_line(tmp_path, capsys, model_dir, shard_dir, option, match):
+    argv = [
+        "eval", "sweep", "--model", str(model_dir), "--data", str(shard_dir), "--samplers", "ddim",
+        "--steps", "2", "--option", option, "--out", str(tmp_path / "sweep"),
+    ]  # fmt: skip
+    code, _, stderr = run_cli(capsys, *argv)
+    assert code == 1 and match in stderr and stderr.count("\n") == 1, stderr

@@ -1,4 +1,5 @@
-"""`tld preprocess colour-words`: dominant colours written into captions that lack a colour word."""
+"""`tld preprocess colour-words` (dominant colours written into captions that lack a colour word) and
+`tld preprocess subset` (a seeded random sample of a shard folder)."""
 
 from __future__ import annotations
 
@@ -110,3 +111,31 @@ def test_cli_colour_words(tmp_path, capsys):
     assert "min_share must be in [0, 1]" in capsys.readouterr().err
     assert main(["preprocess", "colour-words", str(tmp_path / "missing"), str(tmp_path / "o3")]) != 0
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_subset_is_a_seeded_random_sample_in_file_order(tmp_path, capsys):
+    src = make_source(tmp_path / "src")  # 5 samples over 2 shards
+    assert main(["preprocess", "subset", str(src), str(tmp_path / "a"), "-n", "3", "--seed", "1"]) == 0
+    assert "3 images sampled" in capsys.readouterr().out
+    a = [s["caption"] for s in captions(tmp_path / "a")]
+    order = [cap for cap, _ in SAMPLES]
+    assert len(a) == 3 and len(set(a)) == 3 and a == sorted(a, key=order.index)
+    assert main(["preprocess", "subset", str(src), str(tmp_path / "b"), "-n", "3", "--seed", "1"]) == 0
+    assert [s["caption"] for s in captions(tmp_path / "b")] == a  # same seed, same sample
+    seeds = {tuple(s["caption"] for s in captions(tmp_path / "a"))}
+    for seed in range(2, 8):
+        main(["preprocess", "subset", str(src), str(tmp_path / f"s{seed}"), "-n", "3", "--seed", str(seed)])
+        seeds.add(tuple(s["caption"] for s in captions(tmp_path / f"s{seed}")))
+    assert len(seeds) > 1  # other seeds, other samples
+    info = read_source_info(tmp_path / "a")
+    assert info["license"] == "CC0" and info["sampled"] == "3 of 5 images, seed 1" and info["count"] == 3
+    everything = tmp_path / "all"
+    assert main(["preprocess", "subset", str(src), str(everything), "-n", "50"]) == 0
+    assert [s["caption"] for s in captions(everything)] == order
+    got = captions(everything)[0]
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(got["image"]))), np.asarray(SAMPLES[0][1]))
+    capsys.readouterr()
+    assert main(["preprocess", "subset", str(src), str(everything), "-n", "2"]) == 1
+    assert "already holds shards" in capsys.readouterr().err
+    assert main(["preprocess", "subset", str(src), str(tmp_path / "c"), "-n", "0"]) == 1
+    assert "n must be an integer >= 1" in capsys.readouterr().err

@@ -47,6 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--cfgs", default="default", help="comma-separated guidance scales ('default' = the model's)"
     )
     s.add_argument(
+        "--option", action="append", dest="options", metavar="JSON",
+        help="one more value of the options axis, a JSON object of pipeline options such as "
+        '\'{"sampler_opts": {"eta": 0.5}}\' or \'{"threshold": {"percentile": 0.995}}\'; "none" = no options; '
+        "repeat for several (default: none)",
+    )  # fmt: skip
+    s.add_argument(
         "--out", required=True, help="output folder (cells/, results.md, results.csv, fid_vs_nfe.png)"
     )
     s.set_defaults(func=run_sweep)
@@ -216,6 +222,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         steps=_split(args.steps, int, "--steps"),
         schedules=_split(args.schedules, str, "--schedules"),
         cfgs=_split(args.cfgs, float, "--cfgs"),
+        options=[None if o.strip().lower() == "none" else o for o in (args.options or ["none"])],
     )
     grid.cells()  # bad names fail before anything loads
     config, extractor, pipe, ref, identity = _setup(args)

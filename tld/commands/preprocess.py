@@ -22,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_fashion_mnist(sub)
     _add_combine(sub)
     _add_colour_words(sub)
+    _add_subset(sub)
     _add_encode(sub)
 
 
@@ -131,6 +132,23 @@ def run_colour_words(args: argparse.Namespace) -> int:
     rules = ColourTagRules(min_share=args.min_share)
     report = add_colour_words(args.src, args.out, rules, args.samples_per_shard, not args.no_progress)
     print(f"colour words -> {args.out}: {report.summary()}")
+    return 0
+
+
+def _add_subset(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("subset", help="a seeded random sample of a shard folder (an evaluation reference set)")
+    p.add_argument("src", help="shard folder to sample from")
+    p.add_argument("out", help="new or empty folder")
+    p.add_argument("-n", type=int, required=True, help="images to keep")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_subset)
+
+
+def run_subset(args: argparse.Namespace) -> int:
+    from tld.preprocessing.shards import sample_shards
+
+    count = sample_shards(args.src, args.out, args.n, args.seed)
+    print(f"{count} images sampled from {args.src} -> {args.out}")
     return 0
 
 

@@ -12,6 +12,8 @@ for the literature's "NFE with CFG" when cfg != 1).
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -26,6 +28,9 @@ from tld.eval.features import ClassifierExtractor, FeatureExtractor, to_uint8_nh
 from tld.eval.metrics import fid_from_features, kid_from_features, precision_recall
 from tld.eval.reference import ReferenceSet
 
+# Pipeline call options a setting may change besides sampler, steps, schedule and cfg.
+PIPELINE_OPTIONS = ("sampler_opts", "schedule_opts", "threshold", "cfg_rescale", "sharp_f", "bright_f", "original_init")
+
 
 @dataclass(frozen=True)
 class SampleSettings:
@@ -35,6 +40,24 @@ class SampleSettings:
     steps: int
     schedule: str | None = None
     cfg: float | None = None
+    # Other pipeline options as a JSON object, e.g. '{"sampler_opts": {"eta": 0.5}}' (DDIM eta),
+    # '{"sampler_opts": {"s_churn": 40}}', '{"threshold": {"percentile": 0.995}}'. A string keeps the
+    # setting hashable and is stored as written.
+    options: str | None = None
+
+    def pipeline_options(self) -> dict[str, Any]:
+        if self.options is None:
+            return {}
+        try:
+            value = json.loads(self.options)
+        except ValueError as e:
+            raise TLDError(f"options must be a JSON object, got {self.options!r}: {e}") from None
+        if not isinstance(value, dict):
+            raise TLDError(f"options must be a JSON object, got {self.options!r}")
+        unknown = sorted(set(value) - set(PIPELINE_OPTIONS))
+        if unknown:
+            raise TLDError(f"unknown option(s) {unknown}; expected some of: {', '.join(PIPELINE_OPTIONS)}")
+        return value
 
     def validate(self) -> None:
         from tld.diffusion import SAMPLERS, SCHEDULES
@@ -47,11 +70,15 @@ class SampleSettings:
             raise TLDError(f"steps must be an integer >= 1, got {self.steps!r}")
         if self.cfg is not None and not (isinstance(self.cfg, int | float) and self.cfg >= 0):
             raise TLDError(f"cfg must be a number >= 0, got {self.cfg!r}")
+        self.pipeline_options()
 
     @property
     def label(self) -> str:
         cfg = "default" if self.cfg is None else f"{self.cfg:g}"
-        return f"{self.sampler}-{self.steps}-{self.schedule or 'default'}-cfg{cfg}"
+        label = f"{self.sampler}-{self.steps}-{self.schedule or 'default'}-cfg{cfg}"
+        if self.options:  # '{"sampler_opts": {"eta": 0.5}}' -> '-sampler_opts-eta-0.5'
+            label += "-" + "-".join(re.findall(r"[A-Za-z0-9_.]+", self.options))
+        return label
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,6 +141,7 @@ def generate_images(
                 output_type="np",
                 progress=False,
                 **extra,
+                **settings.pipeline_options(),
             )
             images.append(to_uint8_nhwc(np.asarray(out.images).transpose(0, 3, 1, 2)))
             nfe = max(nfe, calls[0])

@@ -13,7 +13,7 @@ from tld.common import require
 # Columns of the table and the CSV, in order; the CSV also keeps every other field of a row.
 TABLE_COLUMNS = (
     ("sampler", "sampler", None), ("steps", "steps", None), ("used_schedule", "schedule", None),
-    ("used_cfg", "cfg", "g"), ("nfe", "NFE", None), ("fid", "FID", ".2f"), ("kid_mean", "KID", ".4f"),
+    ("used_cfg", "cfg", "g"), ("options", "options", None), ("nfe", "NFE", None), ("fid", "FID", ".2f"), ("kid_mean", "KID", ".4f"),
     ("kid_std", "KID std", ".4f"), ("precision", "precision", ".3f"), ("recall", "recall", ".3f"),
     ("align_top1", "caption top-1", ".3f"), ("align_top5", "caption top-5", ".3f"),
     ("align_overlap", "word overlap", ".3f"),
@@ -27,6 +27,7 @@ def _sort_key(row: dict[str, Any]) -> tuple:
         row["sampler"],
         str(row.get("used_schedule")),
         float(row.get("used_cfg") or 0),
+        str(row.get("options") or ""),
         row["nfe"],
         row["steps"],
     )
@@ -73,6 +74,7 @@ def plot_fid_vs_nfe(rows: Sequence[dict[str, Any]], path: str | os.PathLike, tit
         for r in rows:
             if str(r.get("used_schedule")) == schedule:
                 label = r["sampler"] + (f" cfg {r.get('used_cfg'):g}" if several_cfgs else "")
+                label += f" {r['options']}" if r.get("options") else ""
                 lines.setdefault(label, []).append((r["nfe"], r["fid"]))
         for label, points in sorted(lines.items()):
             points.sort()

@@ -33,15 +33,16 @@ class SweepGrid:
     steps: list[int]
     schedules: list[str | None] = field(default_factory=lambda: [None])
     cfgs: list[float | None] = field(default_factory=lambda: [None])
+    options: list[str | None] = field(default_factory=lambda: [None])  # JSON objects, see SampleSettings
 
     def cells(self) -> list[SampleSettings]:
-        for name in ("samplers", "steps", "schedules", "cfgs"):
+        for name in ("samplers", "steps", "schedules", "cfgs", "options"):
             if not getattr(self, name):
                 raise TLDError(f"the sweep needs at least one value for {name}")
         cells = [
-            SampleSettings(sampler, steps, schedule, cfg)
-            for sampler, steps, schedule, cfg in itertools.product(
-                self.samplers, self.steps, self.schedules, self.cfgs
+            SampleSettings(sampler, steps, schedule, cfg, options)
+            for sampler, steps, schedule, cfg, options in itertools.product(
+                self.samplers, self.steps, self.schedules, self.cfgs, self.options
             )
         ]
         for cell in cells:
