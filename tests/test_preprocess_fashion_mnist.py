@@ -222,3 +222,18 @@ def test_unlabelled_and_partly_labelled_sources_write_no_labels(cfg, tmp_path):
     with pytest.warns(UserWarning, match=r"only 2 of 3 samples carry a class label; labels.npy not written"):
         encode(tmp_path / "part", tmp_path / "ds_part", cfg)
     assert not (tmp_path / "ds_part" / LABELS).exists()
+
+
+def test_fashion_configs_load_and_match_the_shards():
+    from pathlib import Path
+
+    from tld.training.config import load_config
+    from tld.training.vae_config import VAETrainConfig
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    vae = load_config(root / "vae_fashion.yaml", cls=VAETrainConfig)
+    vae.validate()
+    assert vae.image_size == 32 and 2 ** (len(vae.model.block_out_channels) - 1) == 4  # 32 px -> 8x8
+    train = load_config(root / "fashion_mnist.yaml")
+    assert (train.data.condition, train.data.flip, train.mixed_precision) == ("class", False, "bf16")
+    assert train.diffusion.cfg_dropout > 0 and train.ema.decay > 0
