@@ -91,23 +91,35 @@ def accuracy(model: SmallCNN, images: np.ndarray, labels: np.ndarray, batch_size
     return correct / max(1, len(images))
 
 
-def _epoch(model, opt, sched, images, labels, cfg: ClassifierTrainConfig, epoch: int, bar) -> float:
-    model.train()
-    device = next(model.parameters()).device
-    perm = np.random.default_rng([cfg.seed, epoch]).permutation(len(images))
-    losses = []
-    for start in range(0, len(perm), cfg.batch_size):
-        rows = np.sort(perm[start : start + cfg.batch_size])
-        x = _as_input(images[rows], model.config, device)
-        loss = F.cross_entropy(model(x), torch.from_numpy(labels[rows]).to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
-    return float(np.mean(losses))
+@dataclass
+class _Run:
+    """What the training epochs share."""
+
+    model: SmallCNN
+    opt: torch.optim.Optimizer
+    sched: Any
+    images: np.ndarray
+    labels: np.ndarray
+    cfg: ClassifierTrainConfig
+
+    def epoch(self, epoch: int, bar: Any) -> float:
+        """One pass over a (seed, epoch) permutation; returns the mean loss."""
+        self.model.train()
+        device = next(self.model.parameters()).device
+        perm = np.random.default_rng([self.cfg.seed, epoch]).permutation(len(self.images))
+        losses = []
+        for start in range(0, len(perm), self.cfg.batch_size):
+            rows = np.sort(perm[start : start + self.cfg.batch_size])
+            x = _as_input(self.images[rows], self.model.config, device)
+            loss = F.cross_entropy(self.model(x), torch.from_numpy(self.labels[rows]).to(device))
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.sched.step()
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+        return float(np.mean(losses))
 
 
 def train_classifier(cfg: ClassifierTrainConfig) -> dict[str, Any]:
@@ -125,10 +137,10 @@ def train_classifier(cfg: ClassifierTrainConfig) -> dict[str, Any]:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
     )
-    start, losses = time.perf_counter(), []
+    run = _Run(model, opt, sched, images, labels, cfg)
+    start = time.perf_counter()
     with tqdm(total=steps, desc="train-classifier", disable=not cfg.progress) as bar:
-        for epoch in range(cfg.epochs):
-            losses.append(_epoch(model, opt, sched, images, labels, cfg, epoch, bar))
+        losses = [run.epoch(epoch, bar) for epoch in range(cfg.epochs)]
     record = {
         **{k: v for k, v in asdict(cfg).items() if k not in ("progress", "device")},
         "train": str(Path(cfg.train).resolve()),
