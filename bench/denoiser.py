@@ -29,27 +29,51 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def interleaved(
-    fns: list[Callable[[], object]], device: torch.device, warmup: int, iters: int
-) -> list[float]:
-    """Fastest seconds per call of each function, calling them round-robin.
+def interleaved_rounds(
+    fns: list[Callable[[], object]],
+    device: torch.device,
+    warmup: int,
+    iters: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[list[float]]:
+    """Seconds of each call, round by round (`iters` rounds, each calling every function once).
 
-    The minimum, not the mean: on a shared machine other processes only ever add time. Taking
-    turns gives the GEMM reference and the network the same chances of a quiet moment, so their
-    ratio stays fair when the load changes during the run.
+    Taking turns gives every function the same chances of a quiet moment, so ratios stay fair when
+    the load changes during the run. `clock=time.process_time` counts only the CPU time this
+    process got (single-threaded runs on a machine with more runnable processes than cores, where
+    wall time mostly measures the scheduler).
     """
     for fn in fns:
         for _ in range(warmup):
             fn()
     sync(device)
-    best = [float("inf")] * len(fns)
-    for _ in range(iters):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
+    rounds = []
+    for r in range(iters):
+        times = [0.0] * len(fns)
+        # Round r starts at function r: none always runs right after the same neighbour (what
+        # ran before leaves caches and the allocator in a state that helps or hurts the next).
+        for i in [(r + k) % len(fns) for k in range(len(fns))]:
+            start = clock()
+            fns[i]()
             sync(device)
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
+            times[i] = clock() - start
+        rounds.append(times)
+    return rounds
+
+
+def interleaved(
+    fns: list[Callable[[], object]],
+    device: torch.device,
+    warmup: int,
+    iters: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[float]:
+    """Fastest seconds per call of each function over `interleaved_rounds`.
+
+    The minimum, not the mean: on a shared machine other processes only ever add time.
+    """
+    rounds = interleaved_rounds(fns, device, warmup, iters, clock)
+    return [min(times) for times in zip(*rounds)]
 
 
 def gemms(n: int, dtype: torch.dtype, device: torch.device) -> list[tuple[int, Callable[[], object]]]:

@@ -10,14 +10,19 @@ dict, so both compute the same function (the max difference is printed). Three k
 forward (inference mode), train step (forward, MSE backward, AdamW step) and full sampling
 (DPM-Solver++(2M), classifier-free guidance as one batched forward, the pipeline's sampling core
 for both networks). Calls take turns and each time is the minimum over `--iters` rounds, so
-background load hits both sides alike; the speed-up is original time / our time.
+background load hits both sides alike; the speed-up is original time / our time, and the last
+column the median over rounds of the same ratio within one round (when the two disagree, the
+machine was too noisy). Single-threaded CPU runs time process CPU time by default: on a machine
+with more runnable processes than cores wall time mostly measures the scheduler.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +33,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/denoiser.py
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/reference_tld.py
-from denoiser import DTYPES, autocast, interleaved  # noqa: E402
+from denoiser import DTYPES, autocast, interleaved_rounds  # noqa: E402
 from reference_tld import OriginalTLD  # noqa: E402
 
 from tld.diffusion import get_parameterization  # noqa: E402
@@ -46,14 +51,16 @@ class Shape:
     layers: int
     batch: int
     sample_images: int
+    iters: int  # default rounds of forward + train step (sampling: a third of it, at least 1)
     patch: int = 2
     noise_dims: int = 256
     text: int = 768
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 SHAPES = {
-    "101m": Shape("101m", image=32, embed=768, layers=12, batch=8, sample_images=4),
-    "small": Shape("small", image=16, embed=128, layers=3, batch=64, sample_images=32),
+    "101m": Shape("101m", image=32, embed=768, layers=12, batch=8, sample_images=2, iters=3),
+    "small": Shape("small", image=16, embed=128, layers=3, batch=64, sample_images=32, iters=30),
 }
 
 
@@ -85,7 +92,8 @@ def build_pair(shape: Shape, variant: str, device: torch.device) -> tuple[Origin
 def step_fns(net: nn.Module, call: Callable, target: torch.Tensor, device, dtype, compile_: bool):
     """(forward, train step) closures; `call(model)` runs the network on the fixed inputs."""
     model = torch.compile(net) if compile_ else net
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-5)
+    # foreach=False: one parameter's temporaries at a time (two 101M models + Adam fit in ~5 GB).
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-5, foreach=False)
 
     def forward() -> None:
         net.eval()
@@ -123,8 +131,17 @@ def sample_fn(net: nn.Module, shape: Shape, steps: int, device: torch.device) ->
     return run
 
 
-def compare(shape: Shape, args: argparse.Namespace, device: torch.device) -> list[tuple[str, float, float]]:
-    """[(work, original s, ours s)] for one shape, plus a printed check that the outputs agree."""
+def summarize(work: str, rounds: list[list[float]], pair: tuple[int, int]) -> tuple[str, float, float, float]:
+    """(work, original min s, ours min s, median over rounds of the round's original/ours ratio)."""
+    o, n = pair
+    ratios = [r[o] / r[n] for r in rounds]
+    return work, min(r[o] for r in rounds), min(r[n] for r in rounds), statistics.median(ratios)
+
+
+def compare(
+    shape: Shape, args: argparse.Namespace, device: torch.device
+) -> list[tuple[str, float, float, float]]:
+    """Rows of `summarize` for one shape, after a printed check that the outputs agree."""
     dtype = DTYPES[args.dtype]
     original, ours = build_pair(shape, args.variant, device)
     g = torch.Generator().manual_seed(1)
@@ -138,52 +155,60 @@ def compare(shape: Shape, args: argparse.Namespace, device: torch.device) -> lis
     sampled = [
         sample_fn(n, shape, args.steps, device) for n in (OriginalAsDenoiser(original, ours.config), ours)
     ]
-    sample_diff = (sampled[0]() - sampled[1]()).abs().max()
+    sample_diff = (sampled[0]() - sampled[1]()).abs().max()  # also the sampling warm-up
     print(
         f"{shape.name}: max |original - ours| forward {diff:.2e}, sampled latents {sample_diff:.2e}",
         flush=True,
     )
-
     fwd_o, train_o = step_fns(original, lambda m: m(x, t[:, None], text), target, device, dtype, args.compile)
     fwd_n, train_n = step_fns(ours, lambda m: m(x, t, text_emb=text), target, device, dtype, args.compile)
-    fwd_train = interleaved([fwd_o, fwd_n, train_o, train_n], device, args.warmup, args.iters)
-    sample = interleaved(sampled, device, 0, args.sample_iters)
+    iters = args.iters or shape.iters
+    clock = CLOCKS[args.clock]
+    rounds = interleaved_rounds([fwd_o, fwd_n, train_o, train_n], device, args.warmup, iters, clock)
+    sample_rounds = interleaved_rounds(sampled, device, 0, args.sample_iters or max(1, iters // 3), clock)
     w = f"batch {b}"
     return [
-        (f"forward, {w}", fwd_train[0], fwd_train[1]),
-        (f"train step, {w}", fwd_train[2], fwd_train[3]),
-        (f"sampling {shape.sample_images} images x {args.steps} steps (cfg)", sample[0], sample[1]),
+        summarize(f"forward, {w}", rounds, (0, 1)),
+        summarize(f"train step, {w}", rounds, (2, 3)),
+        summarize(f"sampling {shape.sample_images} images x {args.steps} steps (cfg)", sample_rounds, (0, 1)),
     ]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shapes", default="101m,small", help=f"comma-separated, of {sorted(SHAPES)}")
+    ap.add_argument("--shapes", default="small,101m", help=f"comma-separated, of {sorted(SHAPES)}")
     ap.add_argument("--variant", default="main", choices=["main", "released"], help="upstream network")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="autocast dtype")
     ap.add_argument("--compile", action="store_true", help="torch.compile both networks")
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--iters", type=int, default=3, help="rounds of forward and train step (minimum taken)")
-    ap.add_argument("--sample-iters", type=int, default=2, help="rounds of full sampling (minimum taken)")
+    ap.add_argument("--iters", type=int, default=0, help="rounds of forward + train step (0: per shape)")
+    ap.add_argument("--sample-iters", type=int, default=0, help="rounds of full sampling (0: iters // 3)")
     ap.add_argument("--steps", type=int, default=15, help="sampling steps")
+    ap.add_argument(
+        "--clock", choices=sorted(CLOCKS), help="default: cpu (process time) for 1-thread CPU runs, else wall"
+    )
     args = ap.parse_args()
     device = torch.device(args.device)
+    if args.clock is None:
+        args.clock = "cpu" if device.type == "cpu" and torch.get_num_threads() == 1 else "wall"
     threads = os.environ.get("OMP_NUM_THREADS", "default")
     print(
         f"torch {torch.__version__}; {args.device} (torch threads {torch.get_num_threads()}, "
         f"OMP_NUM_THREADS={threads}); {args.dtype}; compile {args.compile}; variant {args.variant}; "
-        f"min of {args.iters} (sampling {args.sample_iters}) interleaved rounds\n"
+        f"{args.clock} clock; times: minimum over interleaved rounds\n"
     )
     rows = []
     for name in args.shapes.split(","):
         shape = SHAPES[name.strip()]
         rows += [(shape, *r) for r in compare(shape, args, device)]
-    print("\n| shape | work | original TLD | tld | tld speed-up |")
-    print("|---|---|---|---|---|")
-    for shape, work, t_orig, t_ours in rows:
+    print("\n| shape | work | original TLD | tld | tld speed-up | median of paired ratios |")
+    print("|---|---|---|---|---|---|")
+    for shape, work, t_orig, t_ours, median in rows:
         label = f"{shape.name} ({shape.embed}x{shape.layers}, {shape.image}x{shape.image})"
-        print(f"| {label} | {work} | {t_orig:.3f} s | {t_ours:.3f} s | {t_orig / t_ours:.2f}x |")
+        print(
+            f"| {label} | {work} | {t_orig:.3f} s | {t_ours:.3f} s | {t_orig / t_ours:.2f}x | {median:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

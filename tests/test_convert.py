@@ -6,13 +6,16 @@ shared with bench/vs_original.py.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from reference_tld import make_original as _original
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from tld.errors import TLDError
 from tld.model import Denoiser, DenoiserConfig
-from tld.model.convert import infer_config, load_original_tld
+from tld.model.convert import infer_config, load_original_tld, rename_original
 
 
 def _inputs(batch=3, image=8, text=24, seed=1):
@@ -128,3 +131,66 @@ def test_convert_command_takes_the_variant(tmp_path):
     x, t, label = _inputs()
     with torch.no_grad():
         torch.testing.assert_close(net(x, t, text_emb=label), orig(x, t, label), rtol=1e-5, atol=1e-5)
+
+
+class _OpNames(TorchDispatchMode):
+    """Records the name of every op the dispatcher runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("variant", ["released", "main"])
+@pytest.mark.parametrize("mode", ["grad", "no_grad", "inference_mode"])
+def test_every_execution_path_equals_the_original(variant, mode):
+    # float32 on the CPU: autograd uses the plain ops, no_grad / inference_mode the fused oneDNN
+    # kernels (tld.model.fused); each must compute the original function.
+    orig = _original(embed=128, layers=2, variant=variant)
+    net = load_original_tld(orig.state_dict(), variant=variant)
+    x, t, label = _inputs(batch=4)
+    with torch.no_grad():
+        expected = orig(x, t, label)
+    context = {
+        "grad": contextlib.nullcontext,
+        "no_grad": torch.no_grad,
+        "inference_mode": torch.inference_mode,
+    }
+    with context[mode]():
+        with _OpNames() as ops:
+            got = net(x, t[:, 0], text_emb=label)
+    assert got.requires_grad == (mode == "grad")
+    assert ("mkldnn._convolution_pointwise" in ops.names) == (
+        mode != "grad" and torch.backends.mkldnn.is_available()
+    )
+    torch.testing.assert_close(got.detach(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_equal_the_originals():
+    orig = _original(embed=128, layers=2, variant="main").train()
+    net = load_original_tld(orig.state_dict(), variant="main").train()
+    x, t, label = _inputs(batch=4)
+    target = torch.randn_like(x)
+    torch.nn.functional.mse_loss(orig(x, t, label), target).backward()
+    torch.nn.functional.mse_loss(net(x, t[:, 0], text_emb=label), target).backward()
+    grads = rename_original({k: p.grad for k, p in orig.named_parameters()})
+    ours = dict(net.named_parameters())
+    assert set(grads) == set(ours)
+    for name, grad in grads.items():
+        torch.testing.assert_close(ours[name].grad, grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_chunked_inference_equals_the_original():
+    # Enough rows that CPU inference runs the blocks on more than one chunk of rows.
+    from tld.model import fused
+
+    orig = _original(embed=64, layers=1, variant="main")
+    net = load_original_tld(orig.state_dict(), variant="main")
+    x, t, label = _inputs(batch=fused.CHUNK_TOKENS // 16 + 3)  # 16 tokens per 8x8 latent
+    with torch.inference_mode():
+        assert fused.rows_per_chunk(torch.zeros(len(x), 16, 64)) < len(x)
+        torch.testing.assert_close(net(x, t[:, 0], text_emb=label), orig(x, t, label), rtol=1e-5, atol=1e-5)

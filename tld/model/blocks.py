@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tld.model import fused
+
 
 class SinusoidalEmbedding(nn.Module):
     """Fourier features of a scalar on log-spaced frequencies from 1 to 1000 (as the original TLD)."""
@@ -102,12 +104,12 @@ class LocalFFN(nn.Module):
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         b, n, _ = x.shape
-        h = self.fc1(x)
+        h = fused.linear(self.fc1, x)
         c = h.shape[-1]
         img = h.view(b, grid[0], grid[1], c).permute(0, 3, 1, 2)  # channels-last view, no copy
-        img = self.dwconv(img.contiguous(memory_format=torch.channels_last))
+        img = fused.depthwise_gelu(self.dwconv, img.contiguous(memory_format=torch.channels_last))
         h = img.permute(0, 2, 3, 1).reshape(b, n, c)
-        return self.drop(self.fc2(F.gelu(h)))
+        return self.drop(fused.linear(self.fc2, h))
 
 
 class TransformerBlock(nn.Module):

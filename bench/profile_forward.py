@@ -1,0 +1,105 @@
+"""Where a forward pass spends its time: torch.profiler's top ops, ours and the original network.
+
+    OMP_NUM_THREADS=1 python bench/profile_forward.py                 # CPU fp32, 101m + small
+    python bench/profile_forward.py --shapes small --top 15 --train
+    python bench/profile_forward.py --device cuda --dtype bf16 --compile
+
+Shapes, weights and inputs are bench/vs_original.py's. Prints, per shape and network, a markdown
+table of the ops with the most self time (summed over `--iters` profiled calls after a warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from denoiser import DTYPES, autocast  # noqa: E402
+from vs_original import SHAPES, Shape, build_pair  # noqa: E402
+
+
+def profile_calls(fn, device: torch.device, iters: int) -> list:
+    fn()  # warm-up: first-call allocations and kernel selection stay out of the table
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(iters):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return prof.key_averages()
+
+
+def print_top(title: str, events: list, top: int, device: torch.device) -> None:
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    rows = sorted(events, key=lambda e: getattr(e, key), reverse=True)
+    total = sum(getattr(e, key) for e in events) or 1.0
+    print(f"\n{title}: {total / 1e3:.1f} ms self time in total\n")
+    print("| op | calls | self ms | share |")
+    print("|---|---|---|---|")
+    for e in rows[:top]:
+        t = getattr(e, key)
+        print(f"| {e.key} | {e.count} | {t / 1e3:.1f} | {t / total:.1%} |")
+
+
+def network_calls(shape: Shape, args: argparse.Namespace, device: torch.device) -> dict:
+    """{name: zero-argument call} for the original and ours, forward or train step."""
+    dtype = DTYPES[args.dtype]
+    original, ours = build_pair(shape, args.variant, device)
+    g = torch.Generator().manual_seed(1)
+    b, s = shape.batch, shape.image
+    x = torch.randn(b, 4, s, s, generator=g).to(device)
+    t = torch.rand(b, generator=g).to(device)
+    text = torch.randn(b, shape.text, generator=g).to(device)
+    runs = {
+        "original": (original, lambda m: m(x, t[:, None], text)),
+        "tld": (ours, lambda m: m(x, t, text_emb=text)),
+    }
+    calls = {}
+    for name, (net, call) in runs.items():
+        model = torch.compile(net) if args.compile else net
+
+        def fn(net=net, model=model, call=call) -> None:
+            if args.train:
+                net.train()
+                with autocast(device, dtype):
+                    F.mse_loss(call(model).float(), torch.zeros_like(x)).backward()
+                return
+            net.eval()
+            with torch.inference_mode(), autocast(device, dtype):
+                call(model)
+
+        calls[name] = fn
+    return calls
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shapes", default="101m,small")
+    ap.add_argument("--variant", default="main", choices=["main", "released"])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--train", action="store_true", help="profile forward + backward instead of forward")
+    ap.add_argument("--iters", type=int, default=2)
+    ap.add_argument("--top", type=int, default=12)
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    work = "forward+backward" if args.train else "forward (inference mode)"
+    print(
+        f"torch {torch.__version__}; {args.device}, {torch.get_num_threads()} threads; {args.dtype}; {work}"
+    )
+    for name in args.shapes.split(","):
+        shape = SHAPES[name.strip()]
+        for net_name, fn in network_calls(shape, args, device).items():
+            events = profile_calls(fn, device, args.iters)
+            title = f"{shape.name} batch {shape.batch}, {net_name}, {args.iters} calls"
+            print_top(title, events, args.top, device)
+
+
+if __name__ == "__main__":
+    main()
