@@ -328,3 +328,28 @@ def test_tld_version_matches_the_installed_distribution(capsys):
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"tld-diffusion {tld.__version__}"
     assert version("tld-diffusion") == tld.__version__
+
+
+def test_grad_checkpointing_gives_the_same_gradients_and_saves_less():
+    torch.manual_seed(0)
+    net = Denoiser(TINY.replace(depth=3)).train()
+    x, t, text = _batch(b=4)
+    target = torch.randn_like(x)
+    grads, saved = [], []
+    for on in (False, True):
+        net.grad_checkpointing = on
+        net.zero_grad(set_to_none=True)
+        count = [0]
+
+        def pack(tensor, count=count):
+            count[0] += 1
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            loss = F.mse_loss(net(x, t, text_emb=text), target)
+        loss.backward()
+        grads.append({k: p.grad.clone() for k, p in net.named_parameters()})
+        saved.append(count[0])
+    assert saved[1] < saved[0] / 2  # the blocks' activations are no longer kept
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-5, atol=1e-7, msg=name)

@@ -15,13 +15,17 @@ from tld.training.loop import train
 from tld.training.samples import sample_latents, validation_condition
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate():
+def _reset_accelerate():
     from accelerate.state import AcceleratorState, PartialState
 
-    yield
     AcceleratorState._reset_state(True)
     PartialState._reset_state()
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate():
+    yield
+    _reset_accelerate()
 
 
 def tiny_config(tmp_path, run="run", *overrides):
@@ -220,3 +224,24 @@ def test_other_conditions_train(tmp_path, kind):
     model = ckpt.read_state(result.last_checkpoint)["compat"]["model"]
     assert (model["num_classes"], model["text_dim"]) == ((4, 0) if kind == "class" else (0, 16))
     assert (tmp_path / "run" / "samples" / "step_0000040.png").is_file()
+
+
+def test_grad_checkpointing_option_reaches_the_model_and_keeps_the_losses(tmp_path, monkeypatch):
+    import tld.model.denoiser as denoiser_module
+
+    calls = []
+    real = denoiser_module.checkpoint
+
+    def counting_checkpoint(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(denoiser_module, "checkpoint", counting_checkpoint)
+    plain = train(tiny_config(tmp_path, "plain", "steps=3", "checkpoint_every=0"))
+    assert not calls
+    _reset_accelerate()  # one Accelerator config per process
+    checkpointed = train(
+        tiny_config(tmp_path, "ckpt", "steps=3", "checkpoint_every=0", "grad_checkpointing=true")
+    )
+    assert calls
+    np.testing.assert_allclose(checkpointed.losses, plain.losses, rtol=1e-5)

@@ -106,6 +106,7 @@ class TrainConfig:
     seed: int = 0
     mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
     compile: bool = False
+    grad_checkpointing: bool = False  # recompute blocks in the backward pass: less memory, more compute
     log_every: int = 50
     tracker: str = "tensorboard"  # "tensorboard" | "wandb" | "none"
     checkpoint_every: int = 1000  # 0: only the final checkpoint

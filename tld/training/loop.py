@@ -134,6 +134,7 @@ def _start(config: TrainConfig) -> tuple[_Run, dict[str, Any] | None]:
     data = LatentDataset(config.data.path, config.data.condition, config.data.text, config.data.check_finite)
     _seed_everything(config.seed)
     net = build_model(config, data)
+    net.grad_checkpointing = config.grad_checkpointing
     compat = compat_key(config, net.config.to_dict())
     ema = EMA(net, config.ema.decay, config.ema.warmup, config.ema.start_step)
     o = config.optim
