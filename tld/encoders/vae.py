@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tld.common import batch_slices, first_line, is_hub_id, resolve_device, resolve_dtype
+from tld.encoders.tiling import tiled_decode
 from tld.errors import TLDError
 
 DEFAULT_VAE = "madebyollin/sdxl-vae-fp16-fix"
@@ -35,6 +36,7 @@ class VAE:
         self.model = model.eval().requires_grad_(False)
         self.latent_scale = float(latent_scale)
         self.source = source
+        self.tile: int | None = None  # decode larger latents in tiles of this size (see `decode`)
 
     @classmethod
     def from_pretrained(
@@ -152,17 +154,32 @@ class VAE:
 
     @torch.no_grad()
     def decode(
-        self, latents: torch.Tensor, batch_size: int | None = 16, progress: bool = False
+        self,
+        latents: torch.Tensor,
+        batch_size: int | None = 16,
+        progress: bool = False,
+        tile: int | None = None,
+        overlap: int = 8,
     ) -> torch.Tensor:
-        """Scaled latents (B, C, h, w) -> float32 images in [-1, 1] on the input's device."""
+        """Scaled latents (B, C, h, w) -> float32 images in [-1, 1] on the input's device.
+
+        Rows are decoded `batch_size` at a time. `tile` (latent pixels; None: the VAE's `tile`
+        attribute, itself None by default) decodes latents larger than tile x tile in overlapping
+        tiles blended over `overlap` latent pixels (`tld.encoders.tiling`): peak memory then follows
+        the tile, not the image, and the result is close to, not equal to, the untiled one.
+        """
         self._check_latents(latents)
+        f = self.downsample_factor
         if len(latents) == 0:
-            f = self.downsample_factor
             return latents.new_zeros((0, 3, latents.shape[2] * f, latents.shape[3] * f), dtype=torch.float32)
+        tile = self.tile if tile is None else tile
         out = []
         for part in tqdm(batch_slices(len(latents), batch_size), desc="vae decode", disable=not progress):
             z = latents[part].to(self.device, self.dtype) * self.latent_scale
-            x = self.model.decode(z).sample
+            if tile is not None and max(z.shape[2:]) > tile:
+                x = tiled_decode(lambda t: self.model.decode(t).sample, z, tile, min(overlap, tile - 1), f)
+            else:
+                x = self.model.decode(z).sample
             out.append(x.float().clamp(-1, 1).to(latents.device))
         return torch.cat(out)
 
