@@ -154,3 +154,20 @@ def test_convert_writes_a_model_folder_with_hub_specs(tmp_path, capsys):
         assert expected.abs().mean() > 0.1
         got = Denoiser.from_pretrained(out).eval()(x, t, text_emb=label)
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_compile_and_vae_tile_options_reach_the_pipeline(model_dir):
+    # Compiling itself takes too long for the CPU tests; torch.compile compiles lazily, at the
+    # first call, so this checks the option is wired through without paying for it.
+    import argparse
+
+    from tld.commands.generate import _load
+    from tld.pipeline import TLDPipeline
+
+    assert TLDPipeline.from_pretrained(model_dir[0], device="cpu").denoiser._compiled_call_impl is None
+    assert TLDPipeline.from_pretrained(model_dir[0], device="cpu", compile=True).denoiser._compiled_call_impl
+    args = argparse.Namespace(original=None, model=str(model_dir[0]), device="cpu", dtype=None)
+    pipe = _load(argparse.Namespace(**vars(args), compile=True, vae_tile=6))
+    assert pipe.denoiser._compiled_call_impl is not None and pipe.vae.tile == 6
+    pipe = _load(argparse.Namespace(**vars(args), compile=False, vae_tile=0))
+    assert pipe.denoiser._compiled_call_impl is None and pipe.vae.tile is None

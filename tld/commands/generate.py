@@ -98,6 +98,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--separate", dest="separate", action="store_true", help="one file per image: out_0.png, out_1.png..."
     )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    p.add_argument("--compile", action="store_true", help="torch.compile the denoiser (pays off on a GPU)")
+    p.add_argument(
+        "--vae-tile", type=int, default=0, help="decode in tiles of this many latent pixels (large images)"
+    )
     p.set_defaults(separate=False)  # two actions share the dest; argparse would take --grid's True
 
 
@@ -116,8 +120,14 @@ def _load(args: argparse.Namespace):
     from tld.pipeline import TLDPipeline
 
     if args.original:
-        return TLDPipeline.from_original(args.original, device=args.device, dtype=args.dtype)
-    return TLDPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+        pipe = TLDPipeline.from_original(args.original, device=args.device, dtype=args.dtype)
+    else:
+        pipe = TLDPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    if args.compile:
+        pipe.compile()
+    if args.vae_tile:
+        pipe.vae.tile = args.vae_tile
+    return pipe
 
 
 def _call_args(args: argparse.Namespace) -> dict[str, Any]:

@@ -66,6 +66,7 @@ class TLDPipeline:
         text_tokens: bool = False,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
+        compile: bool = False,
     ):
         self.denoiser = denoiser.eval().requires_grad_(False)
         self.vae = vae
@@ -77,6 +78,17 @@ class TLDPipeline:
         self.text_tokens = bool(text_tokens)
         self._check_components()
         self.to(device, dtype)
+        if compile:
+            self.compile()
+
+    def compile(self, **options: Any) -> TLDPipeline:
+        """torch.compile the denoiser in place (options go to torch.compile); compiles at the first call.
+
+        Worth it on a GPU, where the many sampling steps repay the compile time; each new batch size
+        or image size compiles again.
+        """
+        self.denoiser.compile(**options)
+        return self
 
     def _check_components(self) -> None:
         net = self.denoiser.config
@@ -130,10 +142,12 @@ class TLDPipeline:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         revision: str | None = None,
+        compile: bool = False,
     ) -> TLDPipeline:
         """Load a model folder (docs/internals.md) or download one from the Hugging Face hub.
 
-        No argument loads the demo model bundled with the package (`bundled_model_path()`).
+        No argument loads the demo model bundled with the package (`bundled_model_path()`);
+        `compile=True` torch.compiles the denoiser (`compile`).
         """
         if path_or_repo_id is None:
             path_or_repo_id = bundled_model_path()
@@ -161,6 +175,7 @@ class TLDPipeline:
             text_tokens=config.get("text_tokens", False),
             device=device,
             dtype=dtype,
+            compile=compile,
         )
 
     def save_pretrained(self, folder: str | os.PathLike, components: bool = True) -> Path:
