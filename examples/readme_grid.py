@@ -32,7 +32,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="model folder (default: the bundled demo model)")
     ap.add_argument("--seeds", type=int, default=6)
-    ap.add_argument("--cfg", type=float, default=4.0)
+    ap.add_argument("--cfg", type=float, default=2.0, help="guidance (2 is the model's default)")
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--scale", type=int, default=2, help="upscale each 64 px image (nearest) for display")
     ap.add_argument("--out", default="docs/images/demo_grid.png")

@@ -3,7 +3,7 @@
 Emoji names rarely say a colour: of the ~15k emoji captions only the few hundred hearts, circles and
 squares start with one, so a text-to-image model sees too few examples to learn what "blue" means.
 This pass measures each image's foreground colours with the same HSV rules as the colour-word check
-(`tld.eval.colour`) and, where one colour clearly dominates, writes its name in front of the caption.
+(`tld.encoders.colour`) and, where one colour clearly dominates, writes its name in front of the caption.
 Captions that already name a colour, images with no clear dominant colour, and unreadable images
 keep their caption unchanged (an image that will not decode is left out, as `encode` would skip it);
 every decision is counted. The original caption stays in each
@@ -25,8 +25,8 @@ from PIL import Image, UnidentifiedImageError
 from tld.preprocessing.shards import Sample, list_shards, read_source_info, write_shards, write_source_info
 from tqdm.auto import tqdm
 
+from tld.encoders.colour import CHROMATIC, COLOURS, colour_histogram, colour_words
 from tld.errors import TLDError
-from tld.eval.colour import CHROMATIC, COLOURS, colour_histogram, colour_words
 
 
 @dataclass

@@ -15,7 +15,7 @@ from PIL import Image
 
 from tld import TLDPipeline
 from tld.cli import main
-from tld.eval.colour import dominant_colour
+from tld.encoders.colour import dominant_colour
 from tld.pipeline.folder import bundled_model_path
 
 
@@ -52,17 +52,19 @@ def test_images_look_like_emoji_not_noise(pipe):
 
 
 def test_prompts_steer_the_colour(pipe):
-    # Prompts whose colour the demo model gets (its model card has the full, weaker colour table):
-    # a model that ignores the prompt gives one colour for all four.
-    expected = {"red heart": "red", "grinning face": "yellow", "black circle": "black", "blue square": "blue"}
+    # Colour words on the same objects: a model that ignores the colour word (the first demo model
+    # painted every heart red) gives one colour per object and fails most of these.
+    expected = {"red heart": "red", "green heart": "green", "blue circle": "blue", "purple square": "purple",
+                "yellow circle": "yellow", "brown circle": "brown", "grinning face": "yellow",
+                "black square": "black"}  # fmt: skip
     seeds = [0, 1, 2, 3]
     hits = {}
     for prompt, colour in expected.items():
         images = pipe(prompt, steps=10, seed=seeds, num_images=len(seeds))
         hits[prompt] = sum(dominant_colour(np.asarray(im)) == colour for im in images)
-    # Measured with the shipped weights: 4, 4, 4 and 2 of 4 (13 of 16); chance is about 1 in 11 per image.
-    assert sum(hits.values()) >= 11, hits
-    assert min(hits.values()) >= 1, hits
+    # Measured with the shipped weights: 31 of 32 (grinning face 3 of 4); chance is about 1 in 11 per image.
+    assert sum(hits.values()) >= 26, hits
+    assert min(hits.values()) >= 2, hits
 
 
 def test_generate_without_model_writes_a_png(tmp_path):

@@ -21,7 +21,8 @@ from tld.eval.classifier import (
     save_classifier,
 )
 from tld.eval.evaluate import EvalConfig, SampleSettings, generate_images, prompts_and_labels
-from tld.eval.features import load_extractor, to_uint8_nhwc
+from tld.eval.extractors import load_extractor
+from tld.eval.features import to_uint8_nhwc
 from tld.eval.reference import ReferenceSet
 
 SIZE = 16  # shards of 16 px; the tiny VAE halves it: 4 x 8 x 8 latents

@@ -104,7 +104,7 @@ def test_installed_wheel_generates_with_the_bundled_model(venv, tmp_path):
     _run(venv, venv / "bin" / "tld", *args, cwd=tmp_path)
     from PIL import Image
 
-    from tld.eval.colour import dominant_colour
+    from tld.encoders.colour import dominant_colour
 
     image = Image.open(tmp_path / "out.png").convert("RGB")
     assert image.size == (64, 64) and dominant_colour(np.asarray(image)) == "red"

@@ -59,7 +59,7 @@ def test_recipe_runs_resumes_and_ships(tmp_path, capsys, monkeypatch):
 
     summary = run_recipe(r, ship=str(tmp_path / "shipped"))
     log = capsys.readouterr().out
-    for done in ("data openmoji", "data tiny", "data combine", "vae", "encode"):
+    for done in ("data openmoji", "data tiny", "data combine", "data colour words", "vae", "encode"):
         assert f"[recipe] {done}: done, skipped" in log
     assert "[recipe] train: running" in log and "[recipe] eval: running" in log
     assert (r.out / "denoiser" / "checkpoints" / "step_6").is_dir()
@@ -67,6 +67,9 @@ def test_recipe_runs_resumes_and_ships(tmp_path, capsys, monkeypatch):
     # 8 emoji (6 OpenMoji + the 2 of the tiny set) with the style word in every caption.
     meta = json.loads((r.out / "latents" / "meta.json").read_text())
     assert meta["count"] == 8 and meta["latent_shape"] == [4, 8, 8] and meta["text_dim"] == 384
+    assert meta["text_tokens"] == 24 and meta["text_encoder"]["max_tokens"] == 24
+    recaptioned = json.loads((r.shards / "captioned" / "tld-source.meta").read_text())
+    assert "8 images:" in recaptioned["captions"] and "CC BY-SA 4.0" in recaptioned["license"]
     assert "CC BY-SA 4.0" in meta["license"] and "MIT" in meta["license"]
 
     assert len(summary["rows"]) == 27 and summary["images"] == 54

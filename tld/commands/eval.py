@@ -123,7 +123,7 @@ def _split(text: str, kind: type, what: str) -> list[Any]:
 def _setup(args: argparse.Namespace):
     """Check the cheap inputs first, then load the extractor, the pipeline and the reference set."""
     from tld.eval.evaluate import EvalConfig, output_size
-    from tld.eval.features import load_extractor
+    from tld.eval.extractors import load_extractor
     from tld.eval.reference import dataset_fingerprint, files_fingerprint, reference_set
 
     config = EvalConfig(n=args.n, seed=args.seed, batch_size=args.batch_size, progress=args.progress)

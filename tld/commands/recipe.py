@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/emoji", help="working folder (shards, VAE, latents, runs, model)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--vae-steps", type=int, help="VAE training steps (default 3500)")
-    p.add_argument("--train-steps", type=int, help="denoiser training steps (default 8000)")
+    p.add_argument("--vae", metavar="DIR", help="use this VAE (a `tld train-vae` folder) instead of training one")
+    p.add_argument("--train-steps", type=int, help="denoiser training steps (default 7000)")
     p.add_argument("--seeds", type=int, default=8, help="seeds per colour prompt in the evaluation")
     p.add_argument("--ship", metavar="DIR", help="also write the fp16 bundle + model card to DIR")
     p.add_argument("--no-progress", action="store_true")
@@ -39,6 +40,7 @@ def run_recipe_command(args: argparse.Namespace) -> int:
         vae_overrides={"steps": args.vae_steps} if args.vae_steps else {},
         train_overrides={"steps": args.train_steps} if args.train_steps else {},
         seeds=args.seeds,
+        vae=Path(args.vae) if args.vae else None,
         progress=not args.no_progress,
     )
     summary = run_recipe(recipe, ship=args.ship)

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from tld.encoders.colour import hue_check, hue_check_dominants
 from tld.errors import TLDError
 from tld.eval.alignment import caption_rank_alignment
-from tld.eval.colour import hue_check, hue_check_dominants
 from tld.eval.features import ClassifierExtractor, FeatureExtractor, to_uint8_nhwc
 from tld.eval.metrics import fid_from_features, kid_from_features, precision_recall
 from tld.eval.reference import ReferenceSet

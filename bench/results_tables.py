@@ -1,0 +1,98 @@
+"""Compact tables for docs/results.md from the cells that `bench/results_demo.sh` computed.
+
+    python bench/results_tables.py results/demo          # prints markdown to stdout
+
+Each table is read from the cached cell JSON files (`results/demo/cells/*.json`), so every number printed
+is one that `tld eval sweep` measured; nothing is typed in by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+Row = dict[str, Any]
+
+
+def load_rows(folder: Path) -> list[Row]:
+    return [json.loads(p.read_text())["result"] for p in sorted(folder.glob("cells/*.json"))]
+
+
+def pivot(rows: Iterable[Row], row_key: Callable[[Row], str], col_key: Callable[[Row], Any], value: str,
+          spec: str = ".2f") -> str:  # fmt: skip
+    """A markdown table: one line per row_key, one column per col_key, cells = row[value]."""
+    cells: dict[str, dict[Any, Any]] = {}
+    for r in rows:
+        cells.setdefault(row_key(r), {})[col_key(r)] = r.get(value)
+    cols = sorted({c for line in cells.values() for c in line})
+    out = ["| | " + " | ".join(str(c) for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, line in sorted(cells.items()):
+        vals = [format(line[c], spec) if line.get(c) is not None else "-" for c in cols]
+        out.append(f"| {name} | " + " | ".join(vals) + " |")
+    return "\n".join(out)
+
+
+def settings_table(rows: Iterable[Row], label: Callable[[Row], str]) -> str:
+    """One line per setting with every score."""
+    head = "| setting | NFE | FID | KID x1000 (std) | precision | recall | caption top-5 | hue acc. |"
+    out = [head, "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=label):
+        out.append(
+            f"| {label(r)} | {r['nfe']} | {r['fid']:.2f} | {1000 * r['kid_mean']:.2f} ({1000 * r['kid_std']:.2f}) "
+            f"| {r['precision']:.3f} | {r['recall']:.3f} | {r['align_top5']:.3f} | "
+            + ("-" if r.get("hue_accuracy") is None else f"{r['hue_accuracy']:.3f}")
+            + " |"
+        )
+    return "\n".join(out)
+
+
+def nfe_tables(rows: list[Row]) -> str:
+    rows = [r for r in rows if r["used_schedule"] == "karras" and r["used_cfg"] == 4 and not r.get("options")]
+    if not rows:
+        return ""
+    fid = pivot(rows, lambda r: r["sampler"], lambda r: r["nfe"], "fid")
+    kid = pivot(rows, lambda r: r["sampler"], lambda r: r["nfe"], "kid_mean", ".4f")
+    return f"FID by sampler (rows) and NFE (columns), karras schedule, cfg 4:\n\n{fid}\n\nKID:\n\n{kid}\n"
+
+
+def schedule_tables(rows: list[Row]) -> str:
+    samplers = {r["sampler"] for r in rows if r["used_schedule"] != "karras"}
+    rows = [r for r in rows if r["sampler"] in samplers and r["nfe"] <= 15 and r["used_cfg"] == 4
+            and not r.get("options")]  # fmt: skip
+    if not rows:
+        return ""
+    return pivot(rows, lambda r: f"{r['sampler']} / {r['used_schedule']}", lambda r: r["nfe"], "fid") + "\n"
+
+
+def select(rows: list[Row], **want: Any) -> list[Row]:
+    return [r for r in rows if all(r.get(k) == v or (callable(v) and v(r.get(k))) for k, v in want.items())]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("root", type=Path, help="the results folder of bench/results_demo.sh")
+    root = ap.parse_args().root
+    rows = load_rows(root)
+    options = lambda r: r.get("options") or "none"  # noqa: E731
+    karras = {"used_schedule": "karras"}
+    seeds = [{**r, "seed": 0} for r in select(rows, sampler="dpmpp_2m", steps=15, used_cfg=4, options=None, **karras)]
+    seeds += [{**r, "seed": s} for s in (1000, 2000) for r in load_rows(root / f"seed_{s}")]
+    sections = [
+        ("Sampler x NFE", nfe_tables(rows)),
+        ("Schedules (FID, cfg 4)", schedule_tables(rows)),
+        ("DDIM eta", settings_table(select(rows, sampler="ddim", used_cfg=4, **karras), lambda r: f"ddim {r['steps']:>2} steps, {options(r)}")),
+        ("Heun churn", settings_table(select(rows, sampler="heun", steps=lambda s: s in (8, 13), used_cfg=4, **karras), lambda r: f"heun {r['steps']} steps, {options(r)}")),
+        ("Dynamic thresholding", settings_table(select(rows, sampler="dpmpp_2m", steps=15, used_cfg=lambda c: c in (4, 9), **karras), lambda r: f"cfg {r['used_cfg']:g}, {options(r)}")),
+        ("CFG scale (dpmpp_2m, 15 steps)", settings_table(select(rows, sampler="dpmpp_2m", steps=15, options=None, **karras), lambda r: f"cfg {r['used_cfg']:g}")),
+        ("Sampling seeds (dpmpp_2m, 15 steps, cfg 4)", settings_table(seeds, lambda r: f"seeds {r['seed']}+k")),
+    ]  # fmt: skip
+    for title, body in sections:
+        if body.strip() and body.count("\n") > 1:
+            print(f"### {title}\n\n{body}\n")
+
+
+if __name__ == "__main__":
+    main()
