@@ -50,17 +50,17 @@ def settings_table(rows: Iterable[Row], label: Callable[[Row], str]) -> str:
 
 
 def nfe_tables(rows: list[Row]) -> str:
-    rows = [r for r in rows if r["used_schedule"] == "karras" and r["used_cfg"] == 4 and not r.get("options")]
+    rows = [r for r in rows if r["used_schedule"] == "karras" and r["used_cfg"] == 2 and not r.get("options")]
     if not rows:
         return ""
     fid = pivot(rows, lambda r: r["sampler"], lambda r: r["nfe"], "fid")
     kid = pivot(rows, lambda r: r["sampler"], lambda r: r["nfe"], "kid_mean", ".4f")
-    return f"FID by sampler (rows) and NFE (columns), karras schedule, cfg 4:\n\n{fid}\n\nKID:\n\n{kid}\n"
+    return f"FID by sampler (rows) and NFE (columns), karras schedule, cfg 2:\n\n{fid}\n\nKID:\n\n{kid}\n"
 
 
 def schedule_tables(rows: list[Row]) -> str:
     samplers = {r["sampler"] for r in rows if r["used_schedule"] != "karras"}
-    rows = [r for r in rows if r["sampler"] in samplers and r["nfe"] <= 15 and r["used_cfg"] == 4
+    rows = [r for r in rows if r["sampler"] in samplers and r["nfe"] <= 15 and r["used_cfg"] == 2
             and not r.get("options")]  # fmt: skip
     if not rows:
         return ""
@@ -78,16 +78,16 @@ def main() -> None:
     rows = load_rows(root)
     options = lambda r: r.get("options") or "none"  # noqa: E731
     karras = {"used_schedule": "karras"}
-    seeds = [{**r, "seed": 0} for r in select(rows, sampler="dpmpp_2m", steps=15, used_cfg=4, options=None, **karras)]
+    seeds = [{**r, "seed": 0} for r in select(rows, sampler="dpmpp_2m", steps=15, used_cfg=2, options=None, **karras)]
     seeds += [{**r, "seed": s} for s in (1000, 2000) for r in load_rows(root / f"seed_{s}")]
     sections = [
         ("Sampler x NFE", nfe_tables(rows)),
-        ("Schedules (FID, cfg 4)", schedule_tables(rows)),
-        ("DDIM eta", settings_table(select(rows, sampler="ddim", used_cfg=4, **karras), lambda r: f"ddim {r['steps']:>2} steps, {options(r)}")),
-        ("Heun churn", settings_table(select(rows, sampler="heun", steps=lambda s: s in (8, 13), used_cfg=4, **karras), lambda r: f"heun {r['steps']} steps, {options(r)}")),
-        ("Dynamic thresholding", settings_table(select(rows, sampler="dpmpp_2m", steps=15, used_cfg=lambda c: c in (4, 9), **karras), lambda r: f"cfg {r['used_cfg']:g}, {options(r)}")),
+        ("Schedules (FID, cfg 2)", schedule_tables(rows)),
+        ("DDIM eta", settings_table(select(rows, sampler="ddim", used_cfg=2, **karras), lambda r: f"ddim {r['steps']:>2} steps, {options(r)}")),
+        ("Heun churn", settings_table(select(rows, sampler="heun", steps=lambda s: s in (8, 13), used_cfg=2, **karras), lambda r: f"heun {r['steps']} steps, {options(r)}")),
+        ("Dynamic thresholding", settings_table(select(rows, sampler="dpmpp_2m", steps=15, used_cfg=lambda c: c in (2, 5), **karras), lambda r: f"cfg {r['used_cfg']:g}, {options(r)}")),
         ("CFG scale (dpmpp_2m, 15 steps)", settings_table(select(rows, sampler="dpmpp_2m", steps=15, options=None, **karras), lambda r: f"cfg {r['used_cfg']:g}")),
-        ("Sampling seeds (dpmpp_2m, 15 steps, cfg 4)", settings_table(seeds, lambda r: f"seeds {r['seed']}+k")),
+        ("Sampling seeds (dpmpp_2m, 15 steps, cfg 2)", settings_table(seeds, lambda r: f"seeds {r['seed']}+k")),
     ]  # fmt: skip
     for title, body in sections:
         if body.strip() and body.count("\n") > 1:
