@@ -20,7 +20,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from denoiser import DTYPES, autocast  # noqa: E402
-from vs_original import SHAPES, Shape, build_pair  # noqa: E402
+from vs_original import SHAPES, Shape, pair_with_inputs  # noqa: E402
 
 
 def profile_calls(fn, device: torch.device, iters: int) -> list:
@@ -49,12 +49,7 @@ def print_top(title: str, events: list, top: int, device: torch.device) -> None:
 def network_calls(shape: Shape, args: argparse.Namespace, device: torch.device) -> dict:
     """{name: zero-argument call} for the original and ours, forward or train step."""
     dtype = DTYPES[args.dtype]
-    original, ours = build_pair(shape, args.variant, device)
-    g = torch.Generator().manual_seed(1)
-    b, s = shape.batch, shape.image
-    x = torch.randn(b, 4, s, s, generator=g).to(device)
-    t = torch.rand(b, generator=g).to(device)
-    text = torch.randn(b, shape.text, generator=g).to(device)
+    original, ours, _, (x, t, text) = pair_with_inputs(shape, args, device)
     runs = {
         "original": (original, lambda m: m(x, t[:, None], text)),
         "tld": (ours, lambda m: m(x, t, text_emb=text)),

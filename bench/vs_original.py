@@ -138,17 +138,29 @@ def summarize(work: str, rounds: list[list[float]], pair: tuple[int, int]) -> tu
     return work, min(r[o] for r in rounds), min(r[n] for r in rounds), statistics.median(ratios)
 
 
-def compare(
+def pair_with_inputs(
     shape: Shape, args: argparse.Namespace, device: torch.device
-) -> list[tuple[str, float, float, float]]:
-    """Rows of `summarize` for one shape, after a printed check that the outputs agree."""
-    dtype = DTYPES[args.dtype]
+) -> tuple[
+    torch.nn.Module, torch.nn.Module, torch.Generator, tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+]:
+    """The original and our network with the same weights, the seeded generator, and (x, t, text)
+    drawn from it: what the comparison and the profiler both feed the two networks."""
     original, ours = build_pair(shape, args.variant, device)
     g = torch.Generator().manual_seed(1)
     b, s = shape.batch, shape.image
     x = torch.randn(b, 4, s, s, generator=g).to(device)
     t = torch.rand(b, generator=g).to(device)
     text = torch.randn(b, shape.text, generator=g).to(device)
+    return original, ours, g, (x, t, text)
+
+
+def compare(
+    shape: Shape, args: argparse.Namespace, device: torch.device
+) -> list[tuple[str, float, float, float]]:
+    """Rows of `summarize` for one shape, after a printed check that the outputs agree."""
+    dtype = DTYPES[args.dtype]
+    original, ours, g, (x, t, text) = pair_with_inputs(shape, args, device)
+    b, s = shape.batch, shape.image
     target = torch.randn(b, 4, s, s, generator=g).to(device)
     with torch.inference_mode():
         diff = (original.eval()(x, t[:, None], text) - ours.eval()(x, t, text_emb=text)).abs().max()

@@ -31,6 +31,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--out", help="write the results as JSON to this file")
     f.set_defaults(func=run_fid)
 
+    _add_sweep(sub)
+
+    c = sub.add_parser(
+        "train-classifier",
+        help="train the FID classifier on a class-labelled shard folder",
+        description="Train a small CNN on shards whose samples carry a 'label' (e.g. preprocess "
+        "fashion-mnist); its features are --extractor classifier --classifier OUT.",
+    )
+    c.add_argument("train", help="class-labelled shard folder to train on")
+    c.add_argument("out", help="classifier folder to write (classifier.json + classifier.safetensors)")
+    c.add_argument("--test", help="class-labelled shard folder for the reported test accuracy")
+    c.add_argument("--epochs", type=int, default=3)
+    c.add_argument("--batch-size", type=int, default=128)
+    c.add_argument("--lr", type=float, default=2e-3)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--input-size", type=int, default=32, help="images are centre-cropped/resized to this")
+    c.add_argument("--limit", type=int, help="only the first N training images")
+    c.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    c.add_argument("--no-progress", dest="progress", action="store_false")
+    c.set_defaults(func=run_train_classifier)
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
         "sweep",
         help="a grid over sampler x steps x schedule x cfg",
@@ -56,25 +79,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", required=True, help="output folder (cells/, results.md, results.csv, fid_vs_nfe.png)"
     )
     s.set_defaults(func=run_sweep)
-
-    c = sub.add_parser(
-        "train-classifier",
-        help="train the FID classifier on a class-labelled shard folder",
-        description="Train a small CNN on shards whose samples carry a 'label' (e.g. preprocess "
-        "fashion-mnist); its features are --extractor classifier --classifier OUT.",
-    )
-    c.add_argument("train", help="class-labelled shard folder to train on")
-    c.add_argument("out", help="classifier folder to write (classifier.json + classifier.safetensors)")
-    c.add_argument("--test", help="class-labelled shard folder for the reported test accuracy")
-    c.add_argument("--epochs", type=int, default=3)
-    c.add_argument("--batch-size", type=int, default=128)
-    c.add_argument("--lr", type=float, default=2e-3)
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--input-size", type=int, default=32, help="images are centre-cropped/resized to this")
-    c.add_argument("--limit", type=int, help="only the first N training images")
-    c.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
-    c.add_argument("--no-progress", dest="progress", action="store_false")
-    c.set_defaults(func=run_train_classifier)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
