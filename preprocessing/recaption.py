@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +21,14 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from tld.preprocessing.shards import Sample, list_shards, read_source_info, write_shards, write_source_info
+from tld.preprocessing.shards import (
+    Sample,
+    iter_shard,
+    list_shards,
+    read_source_info,
+    write_shards,
+    write_source_info,
+)
 from tqdm.auto import tqdm
 
 from tld.encoders.colour import CHROMATIC, COLOURS, colour_histogram, colour_words
@@ -89,8 +95,6 @@ class RecaptionReport:
 def _recaptioned(
     shards: list[Path], rules: ColourTagRules, report: RecaptionReport, progress: bool
 ) -> Iterator[Sample]:
-    from tld.preprocessing.shards import iter_shard
-
     bar = tqdm(desc="colour words", unit="img", disable=not progress)
     for shard in shards:
         for raw in iter_shard(shard):
@@ -132,9 +136,18 @@ def add_colour_words(
     rules.validate()
     shards = list_shards(src)
     out = Path(out)
+    if out.resolve() == Path(src).resolve():
+        raise TLDError(f"colour words write new shards: pass an output folder other than {src}")
     if (out / "tld-source.meta").is_file():
         raise TLDError(f"{out} already holds finished shards; write into a new or empty folder")
-    shutil.rmtree(out, ignore_errors=True)  # a killed run's partial shards are rewritten
+    if out.is_dir():
+        other = [p.name for p in out.iterdir() if not p.name.endswith((".tar", ".tar.tmp"))]
+        if other:
+            raise TLDError(
+                f"{out} holds other files ({', '.join(sorted(other)[:3])}); use a new or empty folder"
+            )
+        for partial in out.iterdir():  # a killed run's shards are rewritten
+            partial.unlink()
     report = RecaptionReport()
     samples = _recaptioned(shards, rules, report, progress)
     write_shards(samples, out, samples_per_shard, image_format="png")

@@ -101,6 +101,17 @@ def test_finished_output_is_refused_and_partial_output_is_rewritten(tmp_path):
     assert sorted(p.name for p in out.glob("*.tar")) == ["00000.tar"]
     with pytest.raises(TLDError, match="already holds finished shards"):
         add_colour_words(src, out, progress=False)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(TLDError, match="holds other files"):
+        add_colour_words(src, mine, progress=False)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    plain = tmp_path / "plain"  # shards without a source record: the output must not be the input
+    write_shards((Sample(im, cap, {}) for cap, im in SAMPLES), plain, 3, "png")
+    with pytest.raises(TLDError, match="pass an output folder other than"):
+        add_colour_words(plain, plain, progress=False)
+    assert len(captions(plain)) == len(SAMPLES)
 
 
 def test_cli_colour_words(tmp_path, capsys):
