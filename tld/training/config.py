@@ -89,6 +89,26 @@ class SampleConfig:
 
 
 @dataclass
+class FIDConfig:
+    """FID of EMA samples during training (tld.training.fid_eval); off while `every` is 0."""
+
+    every: int = 0  # steps between evaluations; > 0 needs `reference`
+    num: int = 250  # generated images per evaluation
+    reference: str = ""  # shard or image folder of real images
+    reference_num: int = 1000  # its first N images (fewer if it holds fewer); features cached
+    extractor: str = "efficientnet-lite0"  # "efficientnet-lite0" | "inception" | "classifier"
+    classifier: str | None = None  # folder from `tld eval train-classifier` (extractor "classifier")
+    sampler: str = "dpmpp_2m"
+    schedule: str = "karras"
+    steps: int = 15
+    cfg: float = 2.0
+    seed: int = 0  # image k: noise seed + k, condition of a fixed seeded draw of training rows
+    batch_size: int = 50
+    vae: str | None = None  # VAE folder/hub id to decode samples; default: the dataset's meta.json
+    cache_dir: str | None = None  # reference features; default $TLD_EVAL_CACHE or ~/.cache/tld/eval
+
+
+@dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model_preset: str = "small"
@@ -100,6 +120,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    fid: FIDConfig = field(default_factory=FIDConfig)
     output_dir: str = "runs/tld"
     steps: int = 10000
     batch_size: int = 64  # per device and micro-step; effective = batch_size * devices * grad_accum

@@ -21,6 +21,7 @@ from tld.errors import TLDError
 from tld.training import checkpoint as ckpt
 from tld.training.config import TrainConfig
 from tld.training.ema import EMA
+from tld.training.fid_eval import start_fid
 from tld.training.objective import build_model, micro_batch_loss
 
 
@@ -221,6 +222,7 @@ def train(config: TrainConfig | dict | str) -> TrainResult:
     out_dir = Path(config.output_dir)
     run, saved = _start(config)
     acc = run.acc
+    fid = start_fid(config, run.data, acc.device, acc.is_main_process)  # None: off, or not the main process
     if acc.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         config.save(out_dir / "config.yaml")
@@ -255,6 +257,10 @@ def train(config: TrainConfig | dict | str) -> TrainResult:
             acc.log(log.window(losses, run.step, run.sched.get_last_lr()[0], images_per_step), step=run.step)
         if config.sample.every and run.step % config.sample.every == 0:
             _log_samples(run)
+        if fid is not None and run.step % config.fid.every == 0:
+            fid.log(
+                run.step, acc.unwrap_model(run.net), run.ema, run.param, acc.log if run.trackers else None
+            )
         if (config.checkpoint_every and run.step % config.checkpoint_every == 0) or run.step == config.steps:
             last_ckpt = _save(run)
     bar.close()

@@ -58,11 +58,28 @@ def sample_latents(
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Sample n latents with CFG from fixed per-row seeds (row k uses seed + k)."""
-    from tld.pipeline.sampling import SamplingDefaults, make_job, null_condition, sample_text_to_image
+    from tld.pipeline.sampling import SamplingDefaults
 
     s = config.sample
     settings = SamplingDefaults(cfg=s.cfg, steps=s.steps, sampler=s.sampler, schedule=s.schedule)
-    job = make_job(settings, s.schedule, [""], num_images=n, seed=s.seed, progress=False)
+    return sample_seeded(model, param, cond, [s.seed + k for k in range(n)], shape, settings, device)
+
+
+@torch.no_grad()
+def sample_seeded(
+    model: nn.Module,
+    param: Any,
+    cond: dict[str, Any],
+    seeds: list[int],
+    shape: tuple[int, int, int],
+    settings: Any,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Latent k from `seeds[k]` and row k of `cond`, with the pipeline's SamplingDefaults `settings`."""
+    from tld.pipeline.sampling import make_job, null_condition, sample_text_to_image
+
+    n = len(seeds)
+    job = make_job(settings, settings.schedule or "tld", [""] * n, seed=seeds, progress=False)
     device = torch.device(device)
     cond = {k: v.to(device) for k, v in cond.items()}
     cond["drop_cond"] = torch.zeros(n, dtype=torch.bool, device=device)
