@@ -1,7 +1,8 @@
 """Latent datasets for training: memory-mapped arrays served as deterministic, resumable batches.
 
 Batch k of a run depends only on (seed, k, rank): sample order is a fresh permutation per epoch
-drawn from (seed, epoch), and flips from (seed, k, rank). Resuming at step k therefore needs no
+drawn from (seed, epoch) (of the rows repeated by their balance counts, if any; see
+tld/data/balance.py), and flips from (seed, k, rank). Resuming at step k therefore needs no
 sampler state, and any number of DataLoader workers gives the same batches.
 """
 
@@ -142,12 +143,30 @@ class StepBatches(Dataset):
         rank: int = 0,
         world: int = 1,
         flip: bool = False,
+        repeats: np.ndarray | None = None,
     ):
         if batch_size < 1:
             raise TLDError(f"batch_size must be >= 1, got {batch_size}")
         self.data, self.batch_size, self.seed = data, batch_size, seed
         self.rank, self.world, self.flip = rank, world, flip
         self._epoch, self._perm = -1, np.empty(0, dtype=np.int64)
+        self._rows = self._epoch_rows(len(data), repeats)
+
+    @staticmethod
+    def _epoch_rows(n: int, repeats: np.ndarray | None) -> np.ndarray | None:
+        """Row ids of one epoch before shuffling: each row `repeats[i]` times (None: each once)."""
+        if repeats is None:
+            return None
+        repeats = np.asarray(repeats)
+        if repeats.shape != (n,) or not np.issubdtype(repeats.dtype, np.integer) or (repeats < 1).any():
+            raise TLDError(
+                f"repeats must be {n} integers >= 1 (one per row), got {repeats.dtype} {repeats.shape}"
+            )
+        return np.repeat(np.arange(n, dtype=np.int64), repeats)
+
+    @property
+    def epoch_size(self) -> int:
+        return len(self.data) if self._rows is None else len(self._rows)
 
     def __len__(self) -> int:
         return 1 << 62  # unbounded: the sampler decides which steps are read
@@ -155,12 +174,13 @@ class StepBatches(Dataset):
     def _permutation(self, epoch: int) -> np.ndarray:
         if epoch != self._epoch:
             rng = np.random.default_rng(derive_seed(self.seed, 0xDA7A, epoch))
-            self._epoch, self._perm = epoch, rng.permutation(len(self.data))
+            perm = rng.permutation(self.epoch_size)
+            self._epoch, self._perm = epoch, perm if self._rows is None else self._rows[perm]
         return self._perm
 
     def indices(self, k: int) -> np.ndarray:
         """Dataset rows of micro-batch k for this rank: consecutive slices of the global sample stream."""
-        n = len(self.data)
+        n = self.epoch_size
         start = (k * self.world + self.rank) * self.batch_size
         positions = np.arange(start, start + self.batch_size, dtype=np.int64)
         out = np.empty_like(positions)

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from tld.common import first_line
+from tld.data.balance import BalanceConfig
 from tld.errors import TLDError, check_keys
 
 
@@ -26,6 +27,8 @@ class DataConfig:
     flip: bool = False  # random horizontal flips of the latents
     num_workers: int = 0
     check_finite: bool = True  # scan latents/embeddings for NaN/Inf at start (chunked, memmap-friendly)
+    # repeat rows whose caption starts with a rare word (e.g. colour words), see tld/data/balance.py
+    balance: BalanceConfig = field(default_factory=BalanceConfig)
 
 
 @dataclass

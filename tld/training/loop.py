@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from tld.data import LatentDataset, StepBatches, collate_identity, derive_seed
+from tld.data.balance import balanced_repeats
 from tld.errors import TLDError
 from tld.training import checkpoint as ckpt
 from tld.training.config import TrainConfig
@@ -178,8 +179,15 @@ def _density(spec: dict[str, Any], param: Any) -> Any:
 def _batches(run: _Run) -> DataLoader:
     config, acc = run.config, run.acc
     accum = config.optim.grad_accum
+    repeats = balanced_repeats(config.data.path, len(run.data), config.data.balance, acc.is_main_process)
     batches = StepBatches(
-        run.data, config.batch_size, config.seed, acc.process_index, acc.num_processes, config.data.flip
+        run.data,
+        config.batch_size,
+        config.seed,
+        acc.process_index,
+        acc.num_processes,
+        config.data.flip,
+        repeats,
     )
     return DataLoader(
         batches,
