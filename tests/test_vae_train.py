@@ -66,6 +66,11 @@ def test_loss_falls_and_export_loads_as_a_vae(shards, tmp_path):
     record = json.loads((result.vae_dir / "tld_vae.json").read_text())
     assert vae.latent_scale == pytest.approx(record["latent_scale"]) and vae.latent_scale > 0
     assert record["val"]["psnr"] == pytest.approx(result.val_psnr)
+    assert record["training"]["steps"] == result.step and record["training"]["batch_size"] == 8
+    # re-saved (as export and the fp16 bundle do), the VAE keeps its scores and training record
+    vae.save_pretrained(tmp_path / "resaved")
+    again = json.loads((tmp_path / "resaved" / "tld_vae.json").read_text())
+    assert again["val"] == record["val"] and again["training"] == record["training"]
     assert vae.downsample_factor == 2 and vae.latent_shape(16, 16) == (4, 8, 8)
     # The exported VAE reconstructs held-out images better than a flat grey guess does.
     images = torch.stack(

@@ -37,6 +37,8 @@ class VAE:
         self.latent_scale = float(latent_scale)
         self.source = source
         self.tile: int | None = None  # decode larger latents in tiles of this size (see `decode`)
+        # other facts of the folder's tld_vae.json (held-out PSNR, training record): kept on re-saving
+        self.record: dict[str, Any] = {}
 
     @classmethod
     def from_pretrained(
@@ -60,8 +62,9 @@ class VAE:
         elif not is_hub_id(source):
             raise TLDError(f"VAE folder not found: {source}")
         recorded = local / TLD_VAE_JSON
-        if latent_scale is None and recorded.is_file():
-            latent_scale = json.loads(recorded.read_text()).get("latent_scale")
+        record = json.loads(recorded.read_text()) if recorded.is_file() else {}
+        if latent_scale is None:
+            latent_scale = record.get("latent_scale")
         try:
             model = AutoencoderKL.from_pretrained(
                 source, subfolder=subfolder, torch_dtype=resolve_dtype(dtype)
@@ -75,6 +78,7 @@ class VAE:
             raise TLDError(f"expected an AutoencoderKL at {source!r}, got {type(model).__name__}")
         model = model.to(resolve_device(device))
         vae = cls(model, latent_scale if latent_scale is not None else DEFAULT_LATENT_SCALE, source)
+        vae.record = {k: v for k, v in record.items() if k not in ("latent_scale", "source")}
         if subfolder:
             vae.source = str(local.resolve()) if local.is_dir() else f"{source}/{subfolder}"
         return vae
@@ -211,8 +215,9 @@ class VAE:
 
     # ---- saving -----------------------------------------------------------------------------------
     def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Write a diffusers folder (safetensors) plus tld_vae.json recording the latent scale."""
+        """Write a diffusers folder (safetensors) plus tld_vae.json recording the latent scale (and the
+        loaded folder's other facts, such as a trained VAE's held-out PSNR)."""
         folder = Path(folder)
         self.model.save_pretrained(folder, safe_serialization=True)
-        record = {"latent_scale": self.latent_scale, "source": self.source}
+        record = {"latent_scale": self.latent_scale, "source": self.source, **self.record}
         (folder / TLD_VAE_JSON).write_text(json.dumps(record, indent=2) + "\n")

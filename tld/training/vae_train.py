@@ -195,7 +195,8 @@ def train_vae(config: VAETrainConfig | dict) -> VAETrainResult:
     losses = _loop(run)
     mean_db, pooled_db = run.evaluate()
     run.save()
-    vae_dir = export_vae(run.ema_model(), run.data.val, run.out / "vae", run.history)
+    training = {"steps": run.step, "batch_size": run.config.batch_size, "elapsed_s": round(run.elapsed, 1)}
+    vae_dir = export_vae(run.ema_model(), run.data.val, run.out / "vae", run.history, training)
     return VAETrainResult(run.step, losses, mean_db, pooled_db, run.out, vae_dir)
 
 
@@ -244,17 +245,18 @@ def latent_std(model: Any, images: torch.Tensor, batch_size: int = 64) -> float:
     return float(torch.cat(z).std())
 
 
-def export_vae(model: Any, val_images: torch.Tensor, folder: Path, history: list[dict]) -> Path:
+def export_vae(
+    model: Any, val_images: torch.Tensor, folder: Path, history: list[dict], training: dict | None = None
+) -> Path:
     """Save the EMA VAE as a diffusers folder + tld_vae.json with the latent scale and held-out PSNR."""
     from tld.encoders.vae import VAE
 
     scale = latent_std(model, val_images)
     vae = VAE(model.float(), latent_scale=round(scale, 4), source="tld train-vae")
+    # held-out scores and the training record (steps, batch, seconds): what a later --vae reuse reports
+    vae.record = {"val": history[-1] if history else {}, "training": training or {}}
     tmp = folder.with_name(folder.name + ".tmp")
     vae.save_pretrained(tmp)
-    record = json.loads((tmp / "tld_vae.json").read_text())
-    record["val"] = history[-1] if history else {}
-    (tmp / "tld_vae.json").write_text(json.dumps(record, indent=2) + "\n")
     if folder.exists():
         import shutil
 
