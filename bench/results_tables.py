@@ -67,6 +67,32 @@ def schedule_tables(rows: list[Row]) -> str:
     return pivot(rows, lambda r: f"{r['sampler']} / {r['used_schedule']}", lambda r: r["nfe"], "fid") + "\n"
 
 
+def goal_line(rows: list[Row]) -> str:
+    """The issue's goal: the best sampler at <= 15 NFE within 5% of the FID of 100-step Heun (NFE 99)."""
+    karras = [r for r in rows if r["used_schedule"] == "karras" and r["used_cfg"] == 2 and not r.get("options")]
+    ref = [r for r in karras if r["sampler"] == "heun" and r["steps"] == 50]
+    cheap = [r for r in karras if r["nfe"] <= 15]
+    if not ref or not cheap:
+        return ""
+    best, heun = min(cheap, key=lambda r: r["fid"]), ref[0]["fid"]
+    verdict = "met" if best["fid"] <= 1.05 * heun else "not met"
+    return (
+        f"Goal (best sampler at <= 15 NFE within 5% of 100-step Heun's FID): **{verdict}**. Heun, 50 steps "
+        f"(NFE 99): {heun:.2f}; best at <= 15 NFE: {best['sampler']} at NFE {best['nfe']}, {best['fid']:.2f} "
+        f"({100 * (best['fid'] / heun - 1):+.1f}%).\n"
+    )
+
+
+def seed_summary(seeds: list[Row]) -> str:
+    """Mean and standard deviation of FID over the sampling seeds (the noise in one cell)."""
+    if len(seeds) < 2:
+        return ""
+    import statistics
+
+    fids = [r["fid"] for r in seeds]
+    return f"\nFID over {len(fids)} seeds: mean {statistics.mean(fids):.2f}, std {statistics.stdev(fids):.2f}.\n"
+
+
 def select(rows: list[Row], **want: Any) -> list[Row]:
     return [r for r in rows if all(r.get(k) == v or (callable(v) and v(r.get(k))) for k, v in want.items())]
 
@@ -81,13 +107,13 @@ def main() -> None:
     seeds = [{**r, "seed": 0} for r in select(rows, sampler="dpmpp_2m", steps=15, used_cfg=2, options=None, **karras)]
     seeds += [{**r, "seed": s} for s in (1000, 2000) for r in load_rows(root / f"seed_{s}")]
     sections = [
-        ("Sampler x NFE", nfe_tables(rows)),
+        ("Sampler x NFE", nfe_tables(rows) + "\n" + goal_line(rows)),
         ("Schedules (FID, cfg 2)", schedule_tables(rows)),
         ("DDIM eta", settings_table(select(rows, sampler="ddim", used_cfg=2, **karras), lambda r: f"ddim {r['steps']:>2} steps, {options(r)}")),
         ("Heun churn", settings_table(select(rows, sampler="heun", steps=lambda s: s in (8, 13), used_cfg=2, **karras), lambda r: f"heun {r['steps']} steps, {options(r)}")),
         ("Dynamic thresholding", settings_table(select(rows, sampler="dpmpp_2m", steps=15, used_cfg=lambda c: c in (2, 5), **karras), lambda r: f"cfg {r['used_cfg']:g}, {options(r)}")),
         ("CFG scale (dpmpp_2m, 15 steps)", settings_table(select(rows, sampler="dpmpp_2m", steps=15, options=None, **karras), lambda r: f"cfg {r['used_cfg']:g}")),
-        ("Sampling seeds (dpmpp_2m, 15 steps, cfg 2)", settings_table(seeds, lambda r: f"seeds {r['seed']}+k")),
+        ("Sampling seeds (dpmpp_2m, 15 steps, cfg 2)", settings_table(seeds, lambda r: f"seeds {r['seed']}+k") + seed_summary(seeds)),
     ]  # fmt: skip
     for title, body in sections:
         if body.strip() and body.count("\n") > 1:
