@@ -66,25 +66,61 @@ class SelfAttention(nn.Module):
         self.heads, self.dropout, self.layout = heads, dropout, layout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = (split_heads(t, self.heads, self.layout) for t in self.qkv(x).chunk(3, dim=-1))
+        qkv = fused.linear(self.qkv, x)
+        q, k, v = (split_heads(t, self.heads, self.layout) for t in qkv.chunk(3, dim=-1))
         p = self.dropout if self.training else 0.0
         return merge_heads(F.scaled_dot_product_attention(q, k, v, dropout_p=p), self.layout)
 
 
 class CrossAttention(nn.Module):
-    """Image tokens attend to the conditioning tokens; `mask` (B, M) bool marks keys to keep."""
+    """Image tokens attend to the conditioning tokens; `mask` (B, M) bool marks keys to keep.
+
+    With few conditioning tokens (the original's two: noise level and pooled text) the query
+    projection is folded into the keys: scores = x @ (W_q^T k) instead of (x @ W_q^T) @ k, so the
+    (N x E x E) query matmul becomes an (N x E x heads*M) one. Keys and values enter as
+    block-diagonal (heads*M, E) matrices (head h's tokens keep only head h's channels), so both
+    products are plain batched matmuls whose output is already the merged-heads layout. The same
+    function as the projected path up to float rounding (tests/test_convert.py, test_model.py);
+    `folds_query` picks the cheaper one.
+    """
 
     def __init__(self, embed_dim: int, heads: int, layout: str):
         super().__init__()
         self.q = nn.Linear(embed_dim, embed_dim, bias=False)
         self.kv = nn.Linear(embed_dim, 2 * embed_dim, bias=False)
         self.heads, self.layout = heads, layout
+        channel_head = split_heads(torch.arange(embed_dim)[None, None], heads, layout)
+        select = torch.zeros(heads, embed_dim)
+        select.scatter_(1, channel_head[0, :, 0], 1.0)
+        # (heads, E): 1 where channel c belongs to head h; a pure function of the shape.
+        self.register_buffer("head_select", select, persistent=False)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if folds_query(x.shape[1], cond.shape[1], x.shape[2], self.heads):
+            return self.folded(x, cond, mask)
         q = split_heads(self.q(x), self.heads, self.layout)
         k, v = (split_heads(t, self.heads, self.layout) for t in self.kv(cond).chunk(2, dim=-1))
         attn_mask = None if mask is None else mask[:, None, None, :]
         return merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask), self.layout)
+
+    def folded(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The attention with the query projection folded into the keys (see the class docstring)."""
+        b, n, e = x.shape
+        select = self.head_select.to(cond.dtype)[None, :, None]  # (1, heads, 1, E)
+        k, v = (t[:, None] * select for t in self.kv(cond).chunk(2, dim=-1))  # (B, heads, M, E)
+        scale = (e // self.heads) ** -0.5
+        keys = torch.matmul(k.flatten(1, 2), self.q.weight) * scale  # (B, heads*M, E)
+        scores = torch.bmm(x, keys.transpose(1, 2)).view(b, n, self.heads, -1)
+        if mask is not None:
+            scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+        probs = scores.softmax(dim=-1).view(b, n, -1)
+        return torch.bmm(probs, v.flatten(1, 2))
+
+
+def folds_query(tokens: int, keys: int, embed_dim: int, heads: int) -> bool:
+    """Whether folding the query projection into the keys takes fewer multiply-adds per image:
+    heads*M*E*E + 2*N*E*heads*M against N*E*E + 2*N*M*E (tld.model.flops counts the same)."""
+    return heads * keys * (embed_dim + 2 * tokens) < tokens * (embed_dim + 2 * keys)
 
 
 class LocalFFN(nn.Module):

@@ -1,5 +1,6 @@
-"""Inference kernels for the CPU: oneDNN's linear with the bias fused, and the depthwise conv with
-bias and GELU fused, the ops torch.compile's CPU backend emits, called directly.
+"""CPU kernels for the denoiser: oneDNN's linear with the bias fused, and the depthwise conv with
+bias and GELU fused, the ops torch.compile's CPU backend emits, called directly; and, for training,
+a linear whose weight gradient takes the faster of two equal matmul orientations.
 
 The plain path computes `y = x @ W.T`, then copies the bias into a fresh buffer and runs a second
 pass for GELU; on the CPU those extra passes over the FFN's 4x-wide activations cost about a
@@ -39,10 +40,53 @@ def _usable(x: torch.Tensor) -> bool:
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """`layer(x)`; on the CPU without autograd, one oneDNN matmul with the bias in its epilogue."""
-    if _usable(x) and layer.weight.dtype == x.dtype:
+    """`layer(x)`; on the CPU without autograd and with a bias, one oneDNN matmul with the bias in
+    its epilogue; on the CPU with autograd, `_Linear` (the same forward, a faster weight gradient)."""
+    if _usable(x) and layer.weight.dtype == x.dtype and layer.bias is not None:
         return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
+    if _trainable(x, layer.weight):
+        return _Linear.apply(x, layer.weight, layer.bias)
     return layer(x)
+
+
+def _trainable(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (
+        torch.is_grad_enabled()
+        and x.device.type == "cpu"
+        and x.dtype == weight.dtype
+        and not torch.is_autocast_enabled("cpu")
+        and not _compiling()
+    )
+
+
+class _Linear(torch.autograd.Function):
+    """F.linear with the weight gradient computed as (x^T g)^T instead of g^T x when the layer widens.
+
+    Both are the same sums; the CPU BLAS runs the product whose result has the fewer rows up to
+    1.4x faster (measured: fc1's and qkv's weight gradients, 128 -> 512 / 384 over 4096 tokens,
+    5.1 / 3.7 ms against 3.5 / 2.7 ms; at 768 -> 3072 over 2048 tokens 53 against 49 ms).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        g = grad.reshape(-1, grad.shape[-1])
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.mm(g, weight).view(x.shape)
+        if ctx.needs_input_grad[1]:
+            x2 = x.reshape(-1, x.shape[-1])
+            wide = weight.shape[0] > weight.shape[1]
+            grad_w = torch.mm(x2.t(), g).t() if wide else torch.mm(g.t(), x2)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g.sum(0)
+        return grad_x, grad_w, grad_b
 
 
 def depthwise_gelu(conv: nn.Conv2d, img: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,91 @@
+"""The network's faster paths compute the same function as the plain ones: the cross-attention with
+its query projection folded into the keys, and the CPU training linear (tld.model.fused._Linear)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from tld.model import Denoiser, DenoiserConfig
+from tld.model.blocks import CrossAttention, folds_query
+from tld.model.fused import linear
+
+
+def _grads(out: torch.Tensor, upstream: torch.Tensor, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    return list(torch.autograd.grad(out, tensors, upstream))
+
+
+@pytest.mark.parametrize("layout", ["split", "interleaved"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_folded_cross_attention_equals_the_projected_one(layout, masked):
+    torch.manual_seed(0)
+    attn = CrossAttention(64, 4, layout)
+    x = torch.randn(3, 10, 64, requires_grad=True)
+    cond = (3 * torch.randn(3, 40, 64)).requires_grad_()  # peaked attention: outputs far from zero
+    mask = torch.rand(3, 40) > 0.5 if masked else None
+    if mask is not None:
+        mask[:, 0] = True
+    assert not folds_query(10, 40, 64, 4)  # forward projects the queries at these shapes
+    expected, got = attn(x, cond, mask), attn.folded(x, cond, mask)
+    assert expected.abs().mean() > 0.1
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    upstream = torch.randn_like(expected)
+    tensors = [x, cond, attn.q.weight, attn.kv.weight]
+    for a, b in zip(_grads(got, upstream, tensors), _grads(expected, upstream, tensors)):
+        # Sums over tokens of peaked softmaxes: float rounding relative to the gradient's scale.
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * b.abs().max().item())
+    if mask is not None:  # masked keys do not matter
+        changed = cond.detach().clone()
+        changed[~mask] = 50.0
+        torch.testing.assert_close(attn.folded(x, changed, mask), got, rtol=1e-5, atol=1e-6)
+
+
+def test_folding_is_chosen_when_it_saves_multiply_adds():
+    assert folds_query(64, 2, 128, 2)  # the small shape: 8x8 tokens, noise + pooled text
+    assert folds_query(256, 2, 768, 12)  # 101M
+    assert not folds_query(256, 78, 768, 12)  # 77 CLIP tokens: projecting the queries is cheaper
+
+
+class _Calls(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("text_tokens", [None, 6])
+def test_denoiser_folds_cross_attention_for_few_conditioning_tokens(text_tokens):
+    cfg = DenoiserConfig.preset("tiny")
+    net = Denoiser(cfg)
+    text = torch.randn(2, cfg.text_dim) if text_tokens is None else torch.randn(2, text_tokens, cfg.text_dim)
+    with _Calls() as calls:
+        net(torch.randn(2, cfg.in_channels, 8, 8), torch.rand(2), text_emb=text)
+    attention_calls = sum("scaled_dot_product" in name for name in calls.names)
+    n, m = 16, 1 + (1 if text_tokens is None else text_tokens)
+    folded = folds_query(n, m, cfg.embed_dim, cfg.cross_attn_heads)
+    assert folded == (text_tokens is None)
+    assert attention_calls == cfg.depth * (1 if folded else 2)
+
+
+@pytest.mark.parametrize("shape", [(24, 96), (96, 24)])  # widening and narrowing layers
+@pytest.mark.parametrize("bias", [True, False])
+def test_training_linear_equals_f_linear(shape, bias):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(*shape, bias=bias)
+    x = torch.randn(2, 7, shape[0], requires_grad=True)
+    got, expected = linear(layer, x), F.linear(x, layer.weight, layer.bias)
+    assert got.grad_fn.name() == "_LinearBackward"  # the custom function, not addmm's backward
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    upstream = torch.randn_like(expected)
+    tensors = [x, *layer.parameters()]
+    for a, b in zip(_grads(got, upstream, tensors), _grads(expected, upstream, tensors)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    linear(layer, x).backward(upstream)
+    assert layer.weight.grad.is_contiguous()  # the optimizer sees the parameter's own layout
+    with torch.no_grad():
+        torch.testing.assert_close(linear(layer, x), expected, rtol=1e-5, atol=1e-6)
