@@ -150,3 +150,26 @@ def test_lr_schedule_warms_up_then_follows_cosine_or_constant():
     assert const(4) == pytest.approx(0.5) and const(10) == const(109) == 1.0
     with pytest.raises(TLDError, match="optim.schedule must be 'cosine' or 'constant', got 'linear'"):
         lr_lambda(load_config(None, ["optim.schedule=linear"]))
+
+
+def test_optimizer_is_fused_adamw_with_the_loop_s_update():
+    from tld.training.config import OptimConfig
+    from tld.training.objective import build_optimizer
+
+    torch.manual_seed(0)
+    nets = [nn.Linear(16, 8), nn.Linear(16, 8)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    o = OptimConfig(lr=1e-2, weight_decay=0.1)
+    fused = build_optimizer(nets[0].parameters(), o)
+    loop = torch.optim.AdamW(nets[1].parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=0.1, eps=o.eps)
+    assert fused.defaults["fused"] and not loop.defaults["fused"]
+    start = nets[0].weight.detach().clone()
+    x = torch.randn(32, 16)
+    for _ in range(5):
+        for net, opt in zip(nets, (fused, loop)):
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            opt.step()
+    assert (nets[0].weight - start).abs().max() > 1e-2  # five steps of lr 1e-2 moved the weights
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -23,7 +23,7 @@ from tld.training import checkpoint as ckpt
 from tld.training.config import TrainConfig
 from tld.training.ema import EMA
 from tld.training.fid_eval import start_fid
-from tld.training.objective import build_model, micro_batch_loss
+from tld.training.objective import build_model, build_optimizer, micro_batch_loss
 
 
 @dataclass
@@ -139,10 +139,7 @@ def _start(config: TrainConfig) -> tuple[_Run, dict[str, Any] | None]:
     net.grad_checkpointing = config.grad_checkpointing
     compat = compat_key(config, net.config.to_dict())
     ema = EMA(net, config.ema.decay, config.ema.warmup, config.ema.start_step)
-    o = config.optim
-    opt = torch.optim.AdamW(
-        net.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, eps=o.eps
-    )
+    opt = build_optimizer(net.parameters(), config.optim)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(config))
     step, saved = 0, None
     resume_from = find_resume(config)

@@ -1,7 +1,8 @@
-"""The model a run trains and the loss of one micro-batch; never branches on parameterization."""
+"""The model a run trains, its optimizer and the loss of one micro-batch; never branches on parameterization."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from tld.errors import TLDError
 from tld.model import check_inputs
 from tld.model.surgery import grow_input_channels, inpaint_concat
 from tld.training.augment import AUGMENT_COND_DIM, augment_latents, random_masks
-from tld.training.config import TrainConfig
+from tld.training.config import OptimConfig, TrainConfig
 
 
 def _data_fields(config: TrainConfig, data: LatentDataset) -> dict[str, Any]:
@@ -76,6 +77,19 @@ def build_model(config: TrainConfig, data: LatentDataset) -> nn.Module:
         net = grow_input_channels(net, expected["in_channels"])
     check_model_matches_data(net.config.to_dict(), expected, f"init_from model {config.init_from}")
     return net
+
+
+def build_optimizer(params: Iterable[nn.Parameter], o: OptimConfig) -> torch.optim.AdamW:
+    """AdamW with torch's fused kernel where it has one (CPU and CUDA floating-point parameters).
+
+    The same update as the per-parameter loop torch picks on the CPU by default, in one pass over
+    each parameter instead of about ten: 483 -> 115 ms per step for the 101M model's 101M
+    parameters on one CPU thread (docs/performance.md).
+    """
+    params = list(params)
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    kwargs = dict(lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, eps=o.eps)
+    return torch.optim.AdamW(params, **kwargs, fused=fused or None)
 
 
 def micro_batch_loss(
