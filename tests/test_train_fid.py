@@ -135,3 +135,15 @@ def test_fid_is_off_by_default(tmp_path):
     assert config.fid.every == 0 and not config.fid.reference
     assert train(config).step == 2
     assert not (tmp_path / "run" / "log.jsonl").exists()
+
+
+def test_the_objective_config_loads_with_its_fid_block():
+    root = Path(__file__).resolve().parents[1] / "configs"
+    config = load_config(root / "objective_emoji.yaml")
+    assert (config.fid.every, config.fid.num, config.steps) == (500, 250, 3000)
+    assert config.diffusion.parameterization == {"name": "tld"}
+    edm = load_config(
+        root / "objective_emoji.yaml",
+        ["diffusion.parameterization={name: edm, sigma_data: 1.0}", "diffusion.density={name: lognormal}"],
+    )
+    assert edm.diffusion.density == {"name": "lognormal"} and edm.fid == config.fid
