@@ -1,14 +1,14 @@
-"""CPU kernels for the denoiser: oneDNN's linear with the bias fused, and the depthwise conv with
-bias and GELU fused, the ops torch.compile's CPU backend emits, called directly; and, for training,
-a linear whose weight gradient takes the faster of two equal matmul orientations.
+"""CPU kernels for the denoiser: the depthwise conv with bias and GELU fused into one oneDNN op (the
+op torch.compile's CPU backend emits, called directly) for inference, and for training a linear
+whose weight gradient takes the faster of two equal matmul orientations.
 
-The plain path computes `y = x @ W.T`, then copies the bias into a fresh buffer and runs a second
-pass for GELU; on the CPU those extra passes over the FFN's 4x-wide activations cost about a
-third of the FFN (docs/performance.md). The fused ops have no autograd formula, so they are used
-only where no graph is recorded (inference mode / no_grad), on CPU tensors of float32 or
-bfloat16, outside torch.compile (which makes its own fusions); everything else takes the plain
-ops. Both paths compute the same function (tests/test_convert.py compares them with the original
-network).
+The plain FFN computes the depthwise conv, then runs a second pass over its 4x-wide output for
+GELU. The fused op has no autograd formula, so it is used only where no graph is recorded
+(inference mode / no_grad), on CPU tensors of float32 or bfloat16, outside torch.compile (which
+makes its own fusions); everything else takes the plain ops. Linear layers keep aten's addmm in
+inference: oneDNN's linear with the bias in its epilogue was no faster at the small shape and
+4-9% slower over a 101M forward (docs/performance.md). Every path computes the same function
+(tests/test_convert.py compares them with the original network).
 """
 
 from __future__ import annotations
@@ -40,10 +40,7 @@ def _usable(x: torch.Tensor) -> bool:
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """`layer(x)`; on the CPU without autograd and with a bias, one oneDNN matmul with the bias in
-    its epilogue; on the CPU with autograd, `_Linear` (the same forward, a faster weight gradient)."""
-    if _usable(x) and layer.weight.dtype == x.dtype and layer.bias is not None:
-        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
+    """`layer(x)`; on the CPU with autograd, `_Linear` (the same forward, a faster weight gradient)."""
     if _trainable(x, layer.weight):
         return _Linear.apply(x, layer.weight, layer.bias)
     return layer(x)
