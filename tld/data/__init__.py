@@ -9,6 +9,7 @@ from tld.data.dataset import (
     collate_identity,
     derive_seed,
     pool_tokens,
+    step_loader,
 )
 
 __all__ = [
@@ -19,4 +20,5 @@ __all__ = [
     "collate_identity",
     "derive_seed",
     "pool_tokens",
+    "step_loader",
 ]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from tld.data.format import LABELS, LatentArrays, first_nonfinite_row, open_latent_dataset
 from tld.errors import TLDError
@@ -199,3 +199,14 @@ class StepBatches(Dataset):
 
 def collate_identity(batch: Batch) -> Batch:
     return batch
+
+
+def step_loader(batches: StepBatches, first: int, stop: int, num_workers: int = 0) -> DataLoader:
+    """The DataLoader of micro-batches first..stop-1 (the trainer's; bench/loader.py times it)."""
+    return DataLoader(
+        batches,
+        batch_size=None,
+        sampler=range(first, stop),
+        num_workers=num_workers,
+        collate_fn=collate_identity,
+    )

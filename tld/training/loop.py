@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from tld.data import LatentDataset, StepBatches, collate_identity, derive_seed
+from tld.data import LatentDataset, StepBatches, derive_seed, step_loader
 from tld.data.balance import balanced_repeats
 from tld.errors import TLDError
 from tld.training import checkpoint as ckpt
@@ -186,13 +186,7 @@ def _batches(run: _Run) -> DataLoader:
         config.data.flip,
         repeats,
     )
-    return DataLoader(
-        batches,
-        batch_size=None,
-        sampler=range(run.step * accum, config.steps * accum),
-        num_workers=config.data.num_workers,
-        collate_fn=collate_identity,
-    )
+    return step_loader(batches, run.step * accum, config.steps * accum, config.data.num_workers)
 
 
 def _optimizer_step(run: _Run, it, first: bool) -> float:
