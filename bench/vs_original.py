@@ -7,7 +7,8 @@
 The original is `OriginalTLD` from tests/reference_tld.py (upstream main's network by default,
 `--variant released` for the published weights' one); ours is `load_original_tld` of its state
 dict, so both compute the same function (the max difference is printed). Three kinds of work:
-forward (inference mode), train step (forward, MSE backward, AdamW step) and full sampling
+forward (inference mode), train step (forward, MSE backward, AdamW step; the same AdamW for both,
+and once more with tld's trainer optimizer, fused AdamW) and full sampling
 (DPM-Solver++(2M), classifier-free guidance as one batched forward, the pipeline's sampling core
 for both networks). Calls take turns and each time is the minimum over `--iters` rounds, so
 background load hits both sides alike; the speed-up is original time / our time, and the last
@@ -39,6 +40,8 @@ from reference_tld import OriginalTLD  # noqa: E402
 from tld.diffusion import get_parameterization  # noqa: E402
 from tld.model import Denoiser, load_original_tld  # noqa: E402
 from tld.pipeline.sampling import SamplingDefaults, make_job, sample_text_to_image  # noqa: E402
+from tld.training.config import OptimConfig  # noqa: E402
+from tld.training.objective import build_optimizer  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -89,11 +92,25 @@ def build_pair(shape: Shape, variant: str, device: torch.device) -> tuple[Origin
     return original.to(device), ours.to(device)
 
 
-def step_fns(net: nn.Module, call: Callable, target: torch.Tensor, device, dtype, compile_: bool):
-    """(forward, train step) closures; `call(model)` runs the network on the fixed inputs."""
+def step_fns(
+    net: nn.Module,
+    call: Callable,
+    target: torch.Tensor,
+    device,
+    dtype,
+    compile_: bool,
+    trainer_opt: bool = False,
+):
+    """(forward, train step) closures; `call(model)` runs the network on the fixed inputs.
+
+    The train step's AdamW is torch's per-parameter loop (what the original's training script gets on
+    the CPU; foreach=False keeps one parameter's temporaries at a time), or with `trainer_opt` the
+    optimizer tld's trainer builds (fused AdamW)."""
     model = torch.compile(net) if compile_ else net
-    # foreach=False: one parameter's temporaries at a time (two 101M models + Adam fit in ~5 GB).
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-5, foreach=False)
+    if trainer_opt:
+        opt = build_optimizer(net.parameters(), OptimConfig(lr=1e-5))
+    else:
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-5, foreach=False)
 
     def forward() -> None:
         net.eval()
@@ -173,15 +190,18 @@ def compare(
         flush=True,
     )
     fwd_o, train_o = step_fns(original, lambda m: m(x, t[:, None], text), target, device, dtype, args.compile)
-    fwd_n, train_n = step_fns(ours, lambda m: m(x, t, text_emb=text), target, device, dtype, args.compile)
+    call_n = lambda m: m(x, t, text_emb=text)  # noqa: E731
+    fwd_n, train_n = step_fns(ours, call_n, target, device, dtype, args.compile)
+    _, train_f = step_fns(ours, call_n, target, device, dtype, args.compile, trainer_opt=True)
     iters = args.iters or shape.iters
     clock = CLOCKS[args.clock]
-    rounds = interleaved_rounds([fwd_o, fwd_n, train_o, train_n], device, args.warmup, iters, clock)
+    rounds = interleaved_rounds([fwd_o, fwd_n, train_o, train_n, train_f], device, args.warmup, iters, clock)
     sample_rounds = interleaved_rounds(sampled, device, 0, args.sample_iters or max(1, iters // 3), clock)
     w = f"batch {b}"
     return [
         summarize(f"forward, {w}", rounds, (0, 1)),
         summarize(f"train step, {w}", rounds, (2, 3)),
+        summarize(f"train step, {w}, tld's fused AdamW", rounds, (2, 4)),
         summarize(f"sampling {shape.sample_images} images x {args.steps} steps (cfg)", sample_rounds, (0, 1)),
     ]
 
