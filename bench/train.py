@@ -2,8 +2,10 @@
 
     python bench/train.py                                    # CPU: small + 101m, batch 8 and 32
     python bench/train.py --device cuda --bf16 --compile --batch-sizes 64 128 256
+    OMP_NUM_THREADS=1 python bench/train.py --configs 101m --batch-sizes 32 --grad-checkpointing both
 
-Each (config, batch size) runs in its own subprocess so the peak-RSS column is that run's alone.
+Each (config, batch size, checkpointing) runs in its own subprocess so the peak-RSS column is that
+run's alone. The step is the trainer's: `micro_batch_loss`, backward, `build_optimizer`'s AdamW.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 
 
 def measure(
-    preset: str, batch: int, device: str, bf16: bool, compile_: bool, steps: int, warmup: int
+    preset: str, batch: int, device: str, bf16: bool, compile_: bool, steps: int, warmup: int, ckpt: bool
 ) -> dict:
     import torch
 
@@ -27,17 +29,18 @@ def measure(
     from tld.model import Denoiser, DenoiserConfig
     from tld.model.flops import train_step_flops
     from tld.training.config import TrainConfig
-    from tld.training.objective import micro_batch_loss
+    from tld.training.objective import build_optimizer, micro_batch_loss
 
     torch.manual_seed(0)
     cfg = DenoiserConfig.preset(preset)
     net = Denoiser(cfg).to(device)
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    net.grad_checkpointing = ckpt
+    config = TrainConfig()
+    opt = build_optimizer(net.parameters(), config.optim)
     train_net = torch.compile(net) if compile_ else net
     c, (h, w) = cfg.in_channels, cfg.latent_size
     batch_data = Batch(torch.randn(batch, c, h, w), torch.randn(batch, cfg.text_dim), None, None).to(device)
     param, density = get_parameterization("tld"), get_density("tld_beta")
-    config = TrainConfig()
     gen = torch.Generator().manual_seed(0)
     autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=bf16)
 
@@ -67,11 +70,24 @@ def measure(
         "config": preset,
         "params_M": round(net.num_parameters() / 1e6, 1),
         "batch": batch,
+        "ckpt": ckpt,
         "img_s": round(steps * batch / elapsed, 1),
         "step_ms": round(1000 * elapsed / steps, 1),
         "tflops": round(train_step_flops(cfg, batch) * steps / elapsed / 1e12, 3),
         "peak_MiB": round(peak),
     }
+
+
+CKPT = {"off": [False], "on": [True], "both": [False, True]}
+
+
+def run_one(base: list[str], preset: str, batch: int, ckpt: bool) -> dict | str:
+    """One measurement in a fresh process: its JSON row, or the last line of its error."""
+    cmd = base + ["--one", f"{preset}:{batch}:{int(ckpt)}"]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
+    if run.returncode != 0:
+        return run.stderr.strip().splitlines()[-1]
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -81,44 +97,40 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--bf16", action="store_true", help="autocast to bfloat16")
     ap.add_argument("--compile", action="store_true", help="torch.compile the denoiser")
+    ap.add_argument(
+        "--grad-checkpointing", choices=sorted(CKPT), default="off", help="recompute each block in backward"
+    )
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one measurement, print JSON
     args = ap.parse_args()
     if args.one:
-        preset, batch = args.one.split(":")
-        row = measure(preset, int(batch), args.device, args.bf16, args.compile, args.steps, args.warmup)
+        preset, batch, ckpt = args.one.split(":")
+        row = measure(
+            preset, int(batch), args.device, args.bf16, args.compile, args.steps, args.warmup, bool(int(ckpt))
+        )
         print(json.dumps(row))
         return
     mode = f"{args.device}{' bf16' if args.bf16 else ' fp32'}{' compile' if args.compile else ''}"
     print(f"tld training step ({mode}), {args.steps} timed steps after {args.warmup} warmup")
     print(
-        f"{'config':>7} {'params':>7} {'batch':>6} {'img/s':>9} {'ms/step':>9} {'TFLOP/s':>8} {'peak MiB':>9}"
+        f"{'config':>7} {'params':>7} {'batch':>6} {'ckpt':>5} {'img/s':>9} {'ms/step':>9} {'TFLOP/s':>8} "
+        f"{'peak MiB':>9}"
     )
-    base = [
-        sys.executable,
-        __file__,
-        "--device",
-        args.device,
-        "--steps",
-        str(args.steps),
-        "--warmup",
-        str(args.warmup),
-    ]
-    base += ["--bf16"] * args.bf16 + ["--compile"] * args.compile
+    base = [sys.executable, __file__, "--device", args.device, "--steps", str(args.steps)]
+    base += ["--warmup", str(args.warmup)] + ["--bf16"] * args.bf16 + ["--compile"] * args.compile
     for preset in args.configs:
         for batch in args.batch_sizes:
-            run = subprocess.run(
-                base + ["--one", f"{preset}:{batch}"], capture_output=True, text=True, env=os.environ
-            )
-            if run.returncode != 0:
-                print(f"{preset:>7} {'':>7} {batch:>6}  failed: {run.stderr.strip().splitlines()[-1]}")
-                continue
-            r = json.loads(run.stdout.strip().splitlines()[-1])
-            print(
-                f"{r['config']:>7} {r['params_M']:>6}M {r['batch']:>6} {r['img_s']:>9} {r['step_ms']:>9} "
-                f"{r['tflops']:>8} {r['peak_MiB']:>9}"
-            )
+            for ckpt in CKPT[args.grad_checkpointing]:
+                r = run_one(base, preset, batch, ckpt)
+                if isinstance(r, str):
+                    print(f"{preset:>7} {'':>7} {batch:>6} {ckpt!s:>5}  failed: {r}")
+                    continue
+                print(
+                    f"{r['config']:>7} {r['params_M']:>6}M {r['batch']:>6} {r['ckpt']!s:>5} {r['img_s']:>9} "
+                    f"{r['step_ms']:>9} {r['tflops']:>8} {r['peak_MiB']:>9}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
