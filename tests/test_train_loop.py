@@ -245,3 +245,23 @@ def test_grad_checkpointing_option_reaches_the_model_and_keeps_the_losses(tmp_pa
     )
     assert calls
     np.testing.assert_allclose(checkpointed.losses, plain.losses, rtol=1e-5)
+
+
+def test_validation_grid_masks_the_padding_of_per_token_prompts(tmp_path):
+    """The grid conditions like the pipeline: per-token prompts with their key masks, not padding."""
+    folder = write_dataset(tmp_path / "d", n=8, tokens=6, val=3)
+    val = np.load(folder / "val_text_emb.npy")
+    val[0, 2:] = 0  # prompt 0 has 2 real tokens, prompt 1 has 4, prompt 2 all 6
+    val[1, 4:] = 0
+    np.save(folder / "val_text_emb.npy", val)
+    stored = np.ones((8, 6), dtype=bool)
+    stored[:, 5:] = False
+    np.save(folder / "text_mask.npy", stored)
+    cond, n = validation_condition(LatentDataset(folder), 4)
+    assert n == 3
+    assert cond["text_mask"].tolist() == [[True] * 2 + [False] * 4, [True] * 4 + [False] * 2, [True] * 6]
+    # no validation prompts: the first training rows, with their stored masks
+    (folder / "val_text_emb.npy").unlink()
+    (folder / "val_prompts.txt").unlink()
+    cond, n = validation_condition(LatentDataset(folder), 2)
+    assert n == 2 and cond["text_mask"].tolist() == stored[:2].tolist()

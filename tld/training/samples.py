@@ -37,14 +37,29 @@ def validation_condition(data: LatentDataset, num: int) -> tuple[dict[str, Any],
         n = max(1, min(num, data.num_classes))
         return {"class_labels": torch.arange(n) % max(1, data.num_classes)}, n
     if data.condition == "text":
-        val = data.arrays.val_text_emb
-        emb = val[:num] if val is not None else data.arrays.text_emb[:num]
-        emb, mask = data.text_condition(np.asarray(emb), None)
+        emb, mask = validation_text(data, num)
+        emb, mask = data.text_condition(emb, mask)
         cond = {"text_emb": torch.from_numpy(emb)}
         if mask is not None:
             cond["text_mask"] = torch.from_numpy(mask)
         return cond, int(emb.shape[0])
     return {}, num
+
+
+def validation_text(data: LatentDataset, num: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Up to num validation text embeddings and, for per-token ones, their key masks.
+
+    val_text_emb.npy stores no mask; its padding tokens are exact zeros (the encoders' contract), so
+    the mask is "any feature non-zero". Without the mask the padding would be attended to, which no
+    training row ever does, and the grid would not show what the pipeline draws.
+    """
+    arrays = data.arrays
+    if arrays.val_text_emb is None:
+        mask = None if arrays.text_mask is None else np.array(arrays.text_mask[:num], dtype=bool)
+        return np.array(arrays.text_emb[:num]), mask
+    emb = np.array(arrays.val_text_emb[:num])
+    mask = (emb != 0).any(axis=-1) if emb.ndim == 3 and arrays.text_mask is not None else None
+    return emb, mask
 
 
 @torch.no_grad()
