@@ -72,7 +72,8 @@ def test_denoiser_folds_cross_attention_for_few_conditioning_tokens(text_tokens)
     assert attention_calls == cfg.depth * (1 if folded else 2)
 
 
-@pytest.mark.parametrize("shape", [(24, 96), (96, 24)])  # widening and narrowing layers
+# Narrow widening (the reoriented weight gradient), narrowing, and wide widening layers.
+@pytest.mark.parametrize("shape", [(24, 96), (96, 24), (300, 600)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_training_linear_equals_f_linear(shape, bias):
     torch.manual_seed(0)
@@ -83,9 +84,12 @@ def test_training_linear_equals_f_linear(shape, bias):
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
     upstream = torch.randn_like(expected)
     tensors = [x, *layer.parameters()]
-    for a, b in zip(_grads(got, upstream, tensors), _grads(expected, upstream, tensors)):
+    reference = _grads(expected, upstream, tensors)
+    for a, b in zip(_grads(got, upstream, tensors), reference):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    linear(layer, x).backward(upstream)
+    for _ in range(2):  # accumulated as gradient accumulation does
+        linear(layer, x).backward(upstream)
     assert layer.weight.grad.is_contiguous()  # the optimizer sees the parameter's own layout
+    torch.testing.assert_close(layer.weight.grad, 2 * reference[1], rtol=1e-5, atol=1e-6)
     with torch.no_grad():
         torch.testing.assert_close(linear(layer, x), expected, rtol=1e-5, atol=1e-6)

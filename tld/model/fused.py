@@ -57,11 +57,15 @@ def _trainable(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 class _Linear(torch.autograd.Function):
-    """F.linear with the weight gradient computed as (x^T g)^T instead of g^T x when the layer widens.
+    """F.linear whose weight gradient is computed as (x^T g)^T instead of g^T x for a narrow layer that
+    widens (at most REORIENT_MAX_IN inputs, more outputs).
 
-    Both are the same sums; the CPU BLAS runs the product whose result has the fewer rows up to
-    1.4x faster (measured: fc1's and qkv's weight gradients, 128 -> 512 / 384 over 4096 tokens,
-    5.1 / 3.7 ms against 3.5 / 2.7 ms; at 768 -> 3072 over 2048 tokens 53 against 49 ms).
+    Both are the same sums. Measured on the AVX-512 CPU of docs/performance.md (one thread, MKL),
+    including the copy back to the weight's layout: 128 -> 512 over 4096 tokens 4.8 -> 3.3 ms,
+    128 -> 384 3.4 -> 2.5 ms (the small model's fc1 and qkv); at 768 -> 3072 / 2304 over 2048
+    tokens the copy makes it slower (49.5 -> 52.0 / 37.5 -> 42.6 ms), so wider layers keep g^T x.
+    The gradient is returned contiguous: a transposed one would make every later accumulation into
+    `.grad` (gradient accumulation) a strided add.
     """
 
     @staticmethod
@@ -79,8 +83,11 @@ class _Linear(torch.autograd.Function):
             grad_x = torch.mm(g, weight).view(x.shape)
         if ctx.needs_input_grad[1]:
             x2 = x.reshape(-1, x.shape[-1])
-            wide = weight.shape[0] > weight.shape[1]
-            grad_w = torch.mm(x2.t(), g).t() if wide else torch.mm(g.t(), x2)
+            out_features, in_features = weight.shape
+            if out_features > in_features and in_features <= REORIENT_MAX_IN:
+                grad_w = torch.mm(x2.t(), g).t().contiguous()
+            else:
+                grad_w = torch.mm(g.t(), x2)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g.sum(0)
         return grad_x, grad_w, grad_b
@@ -121,3 +128,4 @@ def rows_per_chunk(tokens: torch.Tensor) -> int:
 
 
 CHUNK_TOKENS = 2048
+REORIENT_MAX_IN = 256
