@@ -1,14 +1,15 @@
-"""CPU kernels for the denoiser: the depthwise conv with bias and GELU fused into one oneDNN op (the
-op torch.compile's CPU backend emits, called directly) for inference, and for training a linear
-whose weight gradient takes the faster of two equal matmul orientations.
+"""CPU kernels for the denoiser: oneDNN's linear with the bias fused and the depthwise conv with bias
+and GELU fused (the ops torch.compile's CPU backend emits, called directly) for inference, and for
+training a linear whose weight gradient takes the faster of two equal matmul orientations.
 
-The plain FFN computes the depthwise conv, then runs a second pass over its 4x-wide output for
-GELU. The fused op has no autograd formula, so it is used only where no graph is recorded
-(inference mode / no_grad), on CPU tensors of float32 or bfloat16, outside torch.compile (which
-makes its own fusions); everything else takes the plain ops. Linear layers keep aten's addmm in
-inference: oneDNN's linear with the bias in its epilogue was no faster at the small shape and
-4-9% slower over a 101M forward (docs/performance.md). Every path computes the same function
-(tests/test_convert.py compares them with the original network).
+The plain path computes `y = x @ W.T`, then copies the bias into a fresh buffer, and runs a second
+pass over the conv's 4x-wide output for GELU. The fused ops have no autograd formula, so they are
+used only where no graph is recorded (inference mode / no_grad), on CPU tensors of float32 or
+bfloat16, outside torch.compile (which makes its own fusions); everything else takes the plain
+ops. The fused linear is taken only for weights of at most LINEAR_MAX_WEIGHT elements: measured
+over whole forwards it was 8-10% faster at the small shape (128 x 512 weights) and 5-9% slower
+at 101M's (768 x 3072) than aten's addmm (docs/performance.md). Every path computes the same
+function (tests/test_convert.py compares them with the original network).
 """
 
 from __future__ import annotations
@@ -40,7 +41,12 @@ def _usable(x: torch.Tensor) -> bool:
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """`layer(x)`; on the CPU with autograd, `_Linear` (the same forward, a faster weight gradient)."""
+    """`layer(x)`; on the CPU without autograd, for a biased layer of at most LINEAR_MAX_WEIGHT
+    weights, one oneDNN matmul with the bias in its epilogue; on the CPU with autograd, `_Linear`
+    (the same forward, a faster weight gradient)."""
+    w = layer.weight
+    if _usable(x) and w.dtype == x.dtype and layer.bias is not None and w.numel() <= LINEAR_MAX_WEIGHT:
+        return torch.ops.mkldnn._linear_pointwise(x, w, layer.bias, "none", [], "")
     if _trainable(x, layer.weight):
         return _Linear.apply(x, layer.weight, layer.bias)
     return layer(x)
@@ -128,4 +134,5 @@ def rows_per_chunk(tokens: torch.Tensor) -> int:
 
 
 CHUNK_TOKENS = 2048
+LINEAR_MAX_WEIGHT = 1 << 20
 REORIENT_MAX_IN = 256
