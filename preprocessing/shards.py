@@ -200,8 +200,10 @@ def sample_shards(
     """Write a seeded random sample of n images of `src` (all, if it has fewer) into new shards.
 
     An evaluation reference or a quick trial set should cover every part of a combined dataset, not
-    only the first source's images. The sample keeps file order; images are stored as lossless PNG,
-    captions and json unchanged, the source record copied with the sampling noted. Returns the count.
+    only the first source's images. The sample is written in a seeded random order, so that any prefix
+    of it (an evaluation's first N prompts, say) is a random sample too, not the first source's images.
+    Images are stored as lossless PNG, captions and json unchanged, the source record copied with the
+    sampling noted. The chosen images' encoded bytes are held in memory while reordering. Returns the count.
     """
     import numpy as np
 
@@ -214,16 +216,21 @@ def sample_shards(
     if out.exists() and any(out.glob("*.tar")):
         raise TLDError(f"{out} already holds shards; write the sample into a new or empty folder")
     total = sum(1 for shard in shards for _ in iter_shard(shard))
-    keep = set(np.random.default_rng(seed).choice(total, size=min(n, total), replace=False).tolist())
+    order = np.random.default_rng(seed).permutation(total)[: min(n, total)].tolist()
+    rank = {index: position for position, index in enumerate(order)}
+    slots: list[dict | None] = [None] * len(order)
+    index = 0
+    for shard in shards:
+        for raw in iter_shard(shard):
+            if index in rank and raw["image"] is not None:
+                slots[rank[index]] = raw
+            index += 1
 
     def chosen() -> Iterator[Sample]:
-        index = 0
-        for shard in shards:
-            for raw in iter_shard(shard):
-                if index in keep and raw["image"] is not None:
-                    meta = {k: v for k, v in raw["json"].items() if k not in ("key", "caption")}
-                    yield Sample(load_image(raw["image"]), raw["caption"], meta)
-                index += 1
+        for raw in slots:
+            if raw is not None:
+                meta = {k: v for k, v in raw["json"].items() if k not in ("key", "caption")}
+                yield Sample(load_image(raw["image"]), raw["caption"], meta)
 
     count, _ = write_shards(chosen(), out, samples_per_shard, image_format="png")
     info = read_source_info(src) or {"source": str(Path(src).resolve())}
