@@ -173,3 +173,29 @@ def test_eval_fid_of_a_class_model_with_the_classifier(class_model, classifier_d
     assert 0 <= result["class_accuracy"] <= 1 and np.isfinite(result["fid"])
     cached = list((tmp_path / "cache").glob("*.npz"))
     assert len(cached) == 1 and np.load(cached[0])["labels"].tolist() == [0, 1, 2, 0, 1, 2]
+
+
+def test_generate_cli_takes_class_labels(class_model, tmp_path, capsys):
+    from PIL import Image
+
+    from tld import TLDPipeline
+    from tld.pipeline.images import read_png_metadata
+
+    base = ["generate", "bag", "dress", "--model", str(class_model), "--steps", "2", "--sampler", "euler"]
+    base += ["--seed", "3", "--separate", "--no-progress", "--device", "cpu"]
+    assert main(base + ["--class-label", "2", "0", "-o", str(tmp_path / "a.png")]) == 0
+    paths = [tmp_path / "a_0.png", tmp_path / "a_1.png"]
+    assert capsys.readouterr().out.split() == [str(p) for p in paths]
+    pipe = TLDPipeline.from_pretrained(class_model, device="cpu")
+    direct = pipe(["bag", "dress"], class_labels=[2, 0], seed=3, steps=2, sampler="euler", progress=False)
+    for path, image in zip(paths, direct):
+        assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), np.asarray(image))
+    assert read_png_metadata(paths[0])["class_label"] == 2
+    assert main(base + ["--class-label", "1", "-o", str(tmp_path / "b.png")]) == 0  # one label for all
+    assert read_png_metadata(tmp_path / "b_1.png")["class_label"] == 1
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "b_0.png")), np.asarray(Image.open(paths[0])))
+    capsys.readouterr()
+    assert main(base + ["-o", str(tmp_path / "c.png")]) == 1
+    assert "this model is class-conditional: pass class_labels" in capsys.readouterr().err
+    assert main(base + ["--class-label", "7", "-o", str(tmp_path / "d.png")]) == 1
+    assert "class_labels must be in [0, 3)" in capsys.readouterr().err

@@ -24,6 +24,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_common(g)
     g.add_argument("--height", type=int, help="image height in pixels (default: the trained size)")
     g.add_argument("--width", type=int, help="image width in pixels (default: the trained size)")
+    g.add_argument(
+        "--class-label",
+        dest="class_labels",
+        type=int,
+        nargs="+",
+        help="class-conditional models: the class of each prompt (one label, or one per prompt); "
+        "the prompts then only name the images",
+    )
     g.set_defaults(func=run_generate)
 
     i = subparsers.add_parser("img2img", help="redraw an image guided by a prompt")
@@ -167,7 +175,11 @@ def _finish(args: argparse.Namespace, out) -> int:
 def run_generate(args: argparse.Namespace) -> int:
     _check_output(args.output)
     pipe = _load(args)
-    return _finish(args, pipe(_prompt(args), height=args.height, width=args.width, **_call_args(args)))
+    labels = args.class_labels
+    size = dict(height=args.height, width=args.width)
+    if labels is not None and len(labels) == 1:
+        labels = labels[0]
+    return _finish(args, pipe(_prompt(args), **size, class_labels=labels, **_call_args(args)))
 
 
 def run_img2img(args: argparse.Namespace) -> int:

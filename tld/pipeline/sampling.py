@@ -98,7 +98,11 @@ class TLDOutput:
 
     def metadata(self, k: int) -> dict[str, Any]:
         """The settings of image k (what the CLI stores in its PNG file)."""
-        return {**self.settings, "prompt": self.prompts[k], "seed": self.seeds[k]}
+        meta = {**self.settings, "prompt": self.prompts[k], "seed": self.seeds[k]}
+        labels = meta.pop("class_labels", None)
+        if labels is not None:
+            meta["class_label"] = labels[k]
+        return meta
 
 
 @dataclass
