@@ -1,6 +1,9 @@
-"""Compact tables for docs/results.md from the cells that `bench/results_demo.sh` computed.
+"""Compact tables for docs/results*.md from the cells that `bench/results_demo.sh` or
+`bench/results_fashion.sh` computed.
 
     python bench/results_tables.py results/demo          # prints markdown to stdout
+    python bench/results_tables.py runs/fashion/eval/sweep_n500 --cfg 3 \
+        --seeds runs/fashion/eval/seed_1000_n500 runs/fashion/eval/seed_2000_n500
 
 Each table is read from the cached cell JSON files (`results/demo/cells/*.json`), so every number printed
 is one that `tld eval sweep` measured; nothing is typed in by hand.
@@ -36,40 +39,46 @@ def pivot(rows: Iterable[Row], row_key: Callable[[Row], str], col_key: Callable[
 
 
 def settings_table(rows: Iterable[Row], label: Callable[[Row], str]) -> str:
-    """One line per setting with every score."""
-    head = "| setting | NFE | FID | KID x1000 (std) | precision | recall | caption top-5 | hue acc. |"
-    out = [head, "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=label):
+    """One line per setting with every score (class accuracy for class-conditional cells, else the
+    caption rank and the hue check)."""
+    rows = sorted(rows, key=label)
+    classes = any(r.get("class_accuracy") is not None for r in rows)
+    last = "class acc." if classes else "caption top-5 | hue acc."
+    out = [f"| setting | NFE | FID | KID x1000 (std) | precision | recall | {last} |",
+           "|---" * (7 if classes else 8) + "|"]  # fmt: skip
+    for r in rows:
+        if classes:
+            tail = f"{r['class_accuracy']:.3f}"
+        else:
+            tail = f"{r['align_top5']:.3f} | " + ("-" if r.get("hue_accuracy") is None else f"{r['hue_accuracy']:.3f}")
         out.append(
             f"| {label(r)} | {r['nfe']} | {r['fid']:.2f} | {1000 * r['kid_mean']:.2f} ({1000 * r['kid_std']:.2f}) "
-            f"| {r['precision']:.3f} | {r['recall']:.3f} | {r['align_top5']:.3f} | "
-            + ("-" if r.get("hue_accuracy") is None else f"{r['hue_accuracy']:.3f}")
-            + " |"
+            f"| {r['precision']:.3f} | {r['recall']:.3f} | {tail} |"
         )
     return "\n".join(out)
 
 
-def nfe_tables(rows: list[Row]) -> str:
-    rows = [r for r in rows if r["used_schedule"] == "karras" and r["used_cfg"] == 2 and not r.get("options")]
+def nfe_tables(rows: list[Row], cfg: float = 2.0) -> str:
+    rows = [r for r in rows if r["used_schedule"] == "karras" and r["used_cfg"] == cfg and not r.get("options")]
     if not rows:
         return ""
     fid = pivot(rows, lambda r: r["sampler"], lambda r: r["nfe"], "fid")
     kid = pivot(rows, lambda r: r["sampler"], lambda r: r["nfe"], "kid_mean", ".4f")
-    return f"FID by sampler (rows) and NFE (columns), karras schedule, cfg 2:\n\n{fid}\n\nKID:\n\n{kid}\n"
+    return f"FID by sampler (rows) and NFE (columns), karras schedule, cfg {cfg:g}:\n\n{fid}\n\nKID:\n\n{kid}\n"
 
 
-def schedule_tables(rows: list[Row]) -> str:
+def schedule_tables(rows: list[Row], cfg: float = 2.0) -> str:
     samplers = {r["sampler"] for r in rows if r["used_schedule"] != "karras"}
-    rows = [r for r in rows if r["sampler"] in samplers and r["nfe"] <= 15 and r["used_cfg"] == 2
+    rows = [r for r in rows if r["sampler"] in samplers and r["nfe"] <= 15 and r["used_cfg"] == cfg
             and not r.get("options")]  # fmt: skip
     if not rows:
         return ""
     return pivot(rows, lambda r: f"{r['sampler']} / {r['used_schedule']}", lambda r: r["nfe"], "fid") + "\n"
 
 
-def goal_line(rows: list[Row]) -> str:
+def goal_line(rows: list[Row], cfg: float = 2.0) -> str:
     """The issue's goal: the best sampler at <= 15 NFE within 5% of the FID of 100-step Heun (NFE 99)."""
-    karras = [r for r in rows if r["used_schedule"] == "karras" and r["used_cfg"] == 2 and not r.get("options")]
+    karras = [r for r in rows if r["used_schedule"] == "karras" and r["used_cfg"] == cfg and not r.get("options")]
     ref = [r for r in karras if r["sampler"] == "heun" and r["steps"] == 50]
     cheap = [r for r in karras if r["nfe"] <= 15]
     if not ref or not cheap:
@@ -99,21 +108,28 @@ def select(rows: list[Row], **want: Any) -> list[Row]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("root", type=Path, help="the results folder of bench/results_demo.sh")
-    root = ap.parse_args().root
+    ap.add_argument("root", type=Path, help="a results folder with cells/ (from bench/results_*.sh)")
+    ap.add_argument("--cfg", type=float, default=2.0, help="the guidance scale of the main tables (default 2)")
+    ap.add_argument("--seeds", type=Path, nargs="*", help="results folders of the other sampling seeds "
+                    "(default: ROOT/seed_1000 and ROOT/seed_2000)")  # fmt: skip
+    args = ap.parse_args()
+    root, cfg = args.root, args.cfg
+    seed_dirs = args.seeds if args.seeds is not None else [root / "seed_1000", root / "seed_2000"]
     rows = load_rows(root)
     options = lambda r: r.get("options") or "none"  # noqa: E731
     karras = {"used_schedule": "karras"}
-    seeds = [{**r, "seed": 0} for r in select(rows, sampler="dpmpp_2m", steps=15, used_cfg=2, options=None, **karras)]
-    seeds += [{**r, "seed": s} for s in (1000, 2000) for r in load_rows(root / f"seed_{s}")]
+    seeds = [{**r, "seed": 0} for r in select(rows, sampler="dpmpp_2m", steps=15, used_cfg=cfg, options=None, **karras)]
+    for folder in seed_dirs:
+        seeds += [{**r, "seed": json.loads(p.read_text())["identity"]["seed"]} for p in sorted(folder.glob("cells/*.json"))
+                  for r in [json.loads(p.read_text())["result"]]]  # fmt: skip
     sections = [
-        ("Sampler x NFE", nfe_tables(rows) + "\n" + goal_line(rows)),
-        ("Schedules (FID, cfg 2)", schedule_tables(rows)),
-        ("DDIM eta", settings_table(select(rows, sampler="ddim", used_cfg=2, **karras), lambda r: f"ddim {r['steps']:>2} steps, {options(r)}")),
-        ("Heun churn", settings_table(select(rows, sampler="heun", steps=lambda s: s in (8, 13), used_cfg=2, **karras), lambda r: f"heun {r['steps']} steps, {options(r)}")),
-        ("Dynamic thresholding", settings_table(select(rows, sampler="dpmpp_2m", steps=15, used_cfg=lambda c: c in (2, 5), **karras), lambda r: f"cfg {r['used_cfg']:g}, {options(r)}")),
+        ("Sampler x NFE", nfe_tables(rows, cfg) + "\n" + goal_line(rows, cfg)),
+        (f"Schedules (FID, cfg {cfg:g})", schedule_tables(rows, cfg)),
+        ("DDIM eta", settings_table(select(rows, sampler="ddim", used_cfg=cfg, **karras), lambda r: f"ddim {r['steps']:>2} steps, {options(r)}")),
+        ("Heun churn", settings_table(select(rows, sampler="heun", steps=lambda s: s in (8, 13), used_cfg=cfg, **karras), lambda r: f"heun {r['steps']} steps, {options(r)}")),
+        ("Dynamic thresholding", settings_table(select(rows, sampler="dpmpp_2m", steps=15, used_cfg=lambda c: c in (cfg, 5), **karras), lambda r: f"cfg {r['used_cfg']:g}, {options(r)}")),
         ("CFG scale (dpmpp_2m, 15 steps)", settings_table(select(rows, sampler="dpmpp_2m", steps=15, options=None, **karras), lambda r: f"cfg {r['used_cfg']:g}")),
-        ("Sampling seeds (dpmpp_2m, 15 steps, cfg 2)", settings_table(seeds, lambda r: f"seeds {r['seed']}+k") + seed_summary(seeds)),
+        (f"Sampling seeds (dpmpp_2m, 15 steps, cfg {cfg:g})", settings_table(seeds, lambda r: f"seeds {r['seed']}+k") + seed_summary(seeds)),
     ]  # fmt: skip
     for title, body in sections:
         if body.strip() and body.count("\n") > 1:
