@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The class-conditional Fashion-MNIST benchmark of docs/results_fashion_mnist.md, CPU, end to end.
 #
-#   bash bench/results_fashion.sh [build|headline|first|reference|longer|objective|schedules|options|cfg|seeds|all]
+#   bash bench/results_fashion.sh [build|samples|headline|first|reference|longer|objective|schedules|options|cfg|seeds|all]
 #   (default: all; build = shards -> VAE -> latents -> classifier -> denoiser -> export)
 #
 # Needs Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist). Every step resumes:
@@ -54,6 +54,11 @@ objective() {  # Table 3: the TLD interpolant vs EDM preconditioning at equal st
     --set 'diffusion.parameterization={name: edm, sigma_data: 1.0}' \
     --set 'diffusion.density={name: lognormal, p_mean: -1.2, p_std: 1.2}'
 }
+samples() {  # docs/images/fashion_mnist_samples.png: one row per class, seeds 10c+0..9 for class c
+  "$TLD" generate "t-shirt/top" trouser pullover dress coat sandal shirt sneaker bag "ankle boot" \
+    --class-label 0 1 2 3 4 5 6 7 8 9 -n 10 --model "$RUN/model" --seed 0 --cfg 3 --steps 15 \
+    --sampler dpmpp_2m --schedule karras --device cpu --no-progress -o docs/images/fashion_mnist_samples.png
+}
 schedules() {  # the tld and exponential schedules next to karras
   sweep --samplers euler,dpmpp_2m --steps 10,15 --schedules tld,exponential --cfgs 3
 }
@@ -74,7 +79,7 @@ seeds() {  # the noise in the numbers: the dpmpp_2m 15-step cell again with seed
 }
 
 case "${1:-all}" in
-  all) build; first; reference; seeds; cfg; headline; objective; schedules; options; longer ;;
-  build|headline|first|reference|longer|objective|schedules|options|cfg|seeds) "$1" ;;
-  *) echo "usage: $0 [build|headline|first|reference|longer|objective|schedules|options|cfg|seeds|all]" >&2; exit 2 ;;
+  all) build; samples; first; reference; seeds; cfg; headline; objective; schedules; options; longer ;;
+  build|samples|headline|first|reference|longer|objective|schedules|options|cfg|seeds) "$1" ;;
+  *) echo "usage: $0 [build|samples|headline|first|reference|longer|objective|schedules|options|cfg|seeds|all]" >&2; exit 2 ;;
 esac
