@@ -44,7 +44,10 @@ def settings_table(rows: Iterable[Row], label: Callable[[Row], str]) -> str:
     rows = sorted(rows, key=label)
     classes = any(r.get("class_accuracy") is not None for r in rows)
     last = "class acc." if classes else "caption top-5 | hue acc."
-    out = [f"| setting | NFE | FID | KID x1000 (std) | precision | recall | {last} |",
+    # classifier features are unnormalised ReLU outputs: their KID has an arbitrary scale, shown as is
+    kid = "KID (std)" if classes else "KID x1000 (std)"
+    scale = 1 if classes else 1000
+    out = [f"| setting | NFE | FID | {kid} | precision | recall | {last} |",
            "|---" * (7 if classes else 8) + "|"]  # fmt: skip
     for r in rows:
         if classes:
@@ -52,7 +55,7 @@ def settings_table(rows: Iterable[Row], label: Callable[[Row], str]) -> str:
         else:
             tail = f"{r['align_top5']:.3f} | " + ("-" if r.get("hue_accuracy") is None else f"{r['hue_accuracy']:.3f}")
         out.append(
-            f"| {label(r)} | {r['nfe']} | {r['fid']:.2f} | {1000 * r['kid_mean']:.2f} ({1000 * r['kid_std']:.2f}) "
+            f"| {label(r)} | {r['nfe']} | {r['fid']:.2f} | {scale * r['kid_mean']:.2f} ({scale * r['kid_std']:.2f}) "
             f"| {r['precision']:.3f} | {r['recall']:.3f} | {tail} |"
         )
     return "\n".join(out)
