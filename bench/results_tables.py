@@ -20,8 +20,13 @@ from typing import Any
 Row = dict[str, Any]
 
 
+def load_cells(folder: Path) -> list[dict[str, Any]]:
+    """The cached cells of a results folder: {"identity": ..., "result": ...} each."""
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("cells/*.json"))]
+
+
 def load_rows(folder: Path) -> list[Row]:
-    return [json.loads(p.read_text())["result"] for p in sorted(folder.glob("cells/*.json"))]
+    return [cell["result"] for cell in load_cells(folder)]
 
 
 def pivot(rows: Iterable[Row], row_key: Callable[[Row], str], col_key: Callable[[Row], Any], value: str,
@@ -122,9 +127,7 @@ def main() -> None:
     options = lambda r: r.get("options") or "none"  # noqa: E731
     karras = {"used_schedule": "karras"}
     seeds = [{**r, "seed": 0} for r in select(rows, sampler="dpmpp_2m", steps=15, used_cfg=cfg, options=None, **karras)]
-    for folder in seed_dirs:
-        seeds += [{**r, "seed": json.loads(p.read_text())["identity"]["seed"]} for p in sorted(folder.glob("cells/*.json"))
-                  for r in [json.loads(p.read_text())["result"]]]  # fmt: skip
+    seeds += [{**cell["result"], "seed": cell["identity"]["seed"]} for folder in seed_dirs for cell in load_cells(folder)]
     sections = [
         ("Sampler x NFE", nfe_tables(rows, cfg) + "\n" + goal_line(rows, cfg)),
         (f"Schedules (FID, cfg {cfg:g})", schedule_tables(rows, cfg)),

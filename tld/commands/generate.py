@@ -175,11 +175,8 @@ def _finish(args: argparse.Namespace, out) -> int:
 def run_generate(args: argparse.Namespace) -> int:
     _check_output(args.output)
     pipe = _load(args)
-    labels = args.class_labels
     size = dict(height=args.height, width=args.width)
-    if labels is not None and len(labels) == 1:
-        labels = labels[0]
-    return _finish(args, pipe(_prompt(args), **size, class_labels=labels, **_call_args(args)))
+    return _finish(args, pipe(_prompt(args), **size, class_labels=args.class_labels, **_call_args(args)))
 
 
 def run_img2img(args: argparse.Namespace) -> int:
