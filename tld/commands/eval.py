@@ -1,4 +1,5 @@
-"""`tld eval fid` and `tld eval sweep`: FID/KID/precision-recall of a model against real images."""
+"""`tld eval fid|sweep`: FID/KID/precision-recall of a model against real images; `tld eval colours`:
+colour-word obedience; `tld eval train-classifier`: the FID classifier of a class-labelled set."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.set_defaults(func=run_fid)
 
     _add_sweep(sub)
+    _add_colours(sub)
 
     c = sub.add_parser(
         "train-classifier",
@@ -79,6 +81,34 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
         "--out", required=True, help="output folder (cells/, results.md, results.csv, fid_vs_nfe.png)"
     )
     s.set_defaults(func=run_sweep)
+
+
+def _add_colours(sub: argparse._SubParsersAction) -> None:
+    from tld.eval.colours import DEFAULT_COLOURS, DEFAULT_OBJECTS
+
+    c = sub.add_parser(
+        "colours",
+        help='colour-word obedience: "<colour> <object>" prompts against their images\' dominant colour',
+        description='For every "<colour> <object>" prompt and seed, is the dominant colour of the image '
+        "the named one? One column per guidance scale; --data adds the same check on the real images "
+        "captioned that way (the ceiling of the heuristic).",
+    )
+    c.add_argument("--model", help="model folder or hub repo id (default: the bundled model)")
+    c.add_argument("--colours", default=",".join(DEFAULT_COLOURS), help="comma-separated colour words")
+    c.add_argument("--objects", default=",".join(DEFAULT_OBJECTS), help="comma-separated object words")
+    c.add_argument("--seeds", type=int, default=8, help="seeds per prompt (default 8)")
+    c.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    c.add_argument(
+        "--cfgs", default="default", help="comma-separated guidance scales ('default' = the model's)"
+    )
+    c.add_argument("--sampler", help="sampler (default: the model's)")
+    c.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    c.add_argument("--schedule", help="sigma schedule (default: the model's)")
+    c.add_argument("--data", help="shard folder of real images: adds the real-image ceiling column")
+    c.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    c.add_argument("--out", help="write every prompt's result as JSON to this file")
+    c.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    c.set_defaults(func=run_colours)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -238,4 +268,40 @@ def run_sweep(args: argparse.Namespace) -> int:
     for path in result.paths.values():
         print(f"wrote {path}")
     print(json.dumps({"best_fid": min(r["fid"] for r in result.rows)}))
+    return 0
+
+
+def run_colours(args: argparse.Namespace) -> int:
+    from tld import TLDPipeline
+    from tld.eval.colours import check_colour_words, colour_table, real_colour_ceiling, settings_markdown
+
+    colours = _split(args.colours, str, "--colours")
+    objects = _split(args.objects, str, "--objects")
+    cfgs = _split(args.cfgs, float, "--cfgs")
+    check_colour_words(colours, objects, args.seeds)  # before any loading
+    if args.data and not Path(args.data).is_dir():
+        raise TLDError(f"--data {args.data}: no such folder")
+    pipe = TLDPipeline.from_pretrained(args.model, device=args.device)
+    summaries = [
+        colour_table(
+            pipe,
+            colours,
+            objects,
+            args.seeds,
+            cfg=cfg,
+            steps=args.steps,
+            seed_start=args.seed,
+            sampler=args.sampler,
+            schedule=args.schedule,
+            progress=args.progress,
+        )  # fmt: skip
+        for cfg in cfgs
+    ]
+    real = real_colour_ceiling(args.data, colours, objects) if args.data else None
+    print(settings_markdown(summaries, real))
+    if args.out:
+        from tld.common import write_json_atomic
+
+        write_json_atomic(args.out, {"model": args.model or "bundled", "settings": summaries, "real": real})
+        print(f"wrote {args.out}")
     return 0

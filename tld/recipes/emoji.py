@@ -21,11 +21,12 @@ from typing import Any
 
 from tld.common import write_json_atomic
 from tld.errors import TLDError
+from tld.eval.colours import DEFAULT_COLOURS, DEFAULT_OBJECTS
 
 SETS = ("openmoji", "twemoji", "noto", "fluent-emoji-flat")
 # Each emoji set draws these objects in many colours, so "<colour> <object>" prompts are testable.
-COLOUR_OBJECTS = ("heart", "circle", "square")
-COLOUR_WORDS = ("red", "orange", "yellow", "green", "blue", "purple", "brown", "black", "white")
+COLOUR_OBJECTS = DEFAULT_OBJECTS
+COLOUR_WORDS = DEFAULT_COLOURS
 # MiniLM per-token embeddings, cut at 24 word pieces (the longest emoji captions run to ~20 words).
 TEXT_SPEC: dict[str, Any] = {"backend": "minilm", "max_tokens": 24}
 
@@ -179,7 +180,8 @@ def _timed(r: EmojiRecipe, name: str, fn: Any, *args: Any) -> Any:
 
 def run_recipe(r: EmojiRecipe, ship: str | None = None) -> dict[str, Any]:
     """Every step in order; returns the evaluation summary (also written to OUT/eval.json)."""
-    from tld.recipes.report import colour_table, real_colour_ceiling, ship_model
+    from tld.eval.colours import colour_table, real_colour_ceiling
+    from tld.recipes.report import ship_model
 
     r.out.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -190,7 +192,9 @@ def run_recipe(r: EmojiRecipe, ship: str | None = None) -> dict[str, Any]:
     model = _timed(r, "export", export_step, r)
     summary_path = r.out / "eval.json"
     if _step("eval", summary_path.is_file()):
-        summary = _timed(r, "eval", colour_table, model, COLOUR_WORDS, COLOUR_OBJECTS, r.seeds, r.device, r.eval_cfg)
+        summary = _timed(
+            r, "eval", colour_table, model, COLOUR_WORDS, COLOUR_OBJECTS, r.seeds, r.device, r.eval_cfg, 15
+        )
         summary["real"] = real_colour_ceiling(r.shards / "all", COLOUR_WORDS, COLOUR_OBJECTS)
         write_json_atomic(summary_path, summary)  # eval.json marks the step done: never half-written
     summary = json.loads(summary_path.read_text())

@@ -6,73 +6,10 @@ import json
 import os
 import platform
 import shutil
-import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-
-
-def colour_table(
-    model: str | Path,
-    colours: Sequence[str],
-    objects: Sequence[str],
-    seeds: int = 8,
-    device: str | None = None,
-    cfg: float = 4.0,
-    steps: int = 15,
-) -> dict[str, Any]:
-    """For every "<colour> <object>" prompt, the share of seeds whose dominant colour is the named one."""
-    from tld import TLDPipeline
-    from tld.encoders.colour import dominant_colour
-
-    pipe = TLDPipeline.from_pretrained(str(model), device=device)
-    rows, t0 = [], time.perf_counter()
-    for obj in objects:
-        for colour in colours:
-            prompt = f"{colour} {obj}"
-            images = pipe(prompt, cfg=cfg, steps=steps, seed=list(range(seeds)), num_images=seeds, progress=False)
-            got = [dominant_colour(np.asarray(im.convert("RGB"))) for im in images]
-            rows.append({"prompt": prompt, "colour": colour, "hits": sum(g == colour for g in got),
-                         "seeds": seeds, "dominant": got})  # fmt: skip
-    hits, total = sum(r["hits"] for r in rows), sum(r["seeds"] for r in rows)
-    per_colour = {
-        c: sum(r["hits"] for r in rows if r["colour"] == c) / (seeds * len(objects)) for c in colours
-    }
-    return {
-        "cfg": cfg, "steps": steps, "sampler": pipe.sampling.sampler,
-        "rows": rows, "per_colour": per_colour, "overall": hits / total, "images": total,
-        "seconds": time.perf_counter() - t0,
-    }  # fmt: skip
-
-
-def real_colour_ceiling(shards: str | Path, colours: Sequence[str], objects: Sequence[str]) -> dict[str, Any]:
-    """The same check on the training images named "<colour> <object>" (or "<colour> large <object>"):
-    how often the heuristic classifier agrees with the data itself, the ceiling for any model."""
-    import io
-
-    from PIL import Image
-
-    from tld.encoders.colour import dominant_colour
-    from tld.preprocessing.shards import iter_shard, list_shards
-
-    wanted = {f"{c} {o}": c for c in colours for o in objects} | {
-        f"{c} large {o}": c for c in colours for o in objects
-    }
-    hits = {c: 0 for c in colours}
-    seen = {c: 0 for c in colours}
-    for shard in list_shards(shards):
-        for sample in iter_shard(shard):
-            colour = wanted.get(sample["caption"].split(",")[0])
-            if colour and sample["image"]:
-                image = np.asarray(Image.open(io.BytesIO(sample["image"])).convert("RGB"))
-                seen[colour] += 1
-                hits[colour] += dominant_colour(image) == colour
-    per_colour = {c: hits[c] / seen[c] if seen[c] else None for c in colours}
-    return {"per_colour": per_colour, "overall": sum(hits.values()) / max(1, sum(seen.values())),
-            "images": sum(seen.values())}  # fmt: skip
 
 
 def colour_markdown(summary: dict[str, Any]) -> str:
