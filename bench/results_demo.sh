@@ -35,7 +35,7 @@ schedules() {  # the tld and exponential schedules next to karras
   sweep --samplers heun --steps 3,5,8 --schedules tld,exponential
 }
 options() {  # DDIM eta (0 is the plain ddim row); Heun churn; dynamic thresholding
-  sweep --samplers ddim --steps 10 --schedules karras \
+  sweep --samplers ddim --steps 5,10,15,25 --schedules karras \
     --option '{"sampler_opts": {"eta": 0.5}}' --option '{"sampler_opts": {"eta": 1.0}}'
   sweep --samplers heun --steps 8,13 --schedules karras --option '{"sampler_opts": {"s_churn": 40}}'
   sweep --samplers dpmpp_2m --steps 15 --schedules karras --cfgs 2,5 \

@@ -67,7 +67,7 @@ schedules() {  # the tld and exponential schedules next to karras
   sweep --samplers euler,dpmpp_2m --steps 10,15 --schedules tld,exponential --cfgs 3
 }
 options() {  # DDIM eta (0 is the plain ddim row); Heun churn; dynamic thresholding
-  sweep --samplers ddim --steps 10 --schedules karras --cfgs 3 \
+  sweep --samplers ddim --steps 5,10,15,25 --schedules karras --cfgs 3 \
     --option '{"sampler_opts": {"eta": 0.5}}' --option '{"sampler_opts": {"eta": 1.0}}'
   sweep --samplers heun --steps 8 --schedules karras --cfgs 3 --option '{"sampler_opts": {"s_churn": 40}}'
   sweep --samplers dpmpp_2m --steps 15 --schedules karras --cfgs 3 --option '{"threshold": {"percentile": 0.995}}'
