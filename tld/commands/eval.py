@@ -294,7 +294,7 @@ def run_colours(args: argparse.Namespace) -> int:
             sampler=args.sampler,
             schedule=args.schedule,
             progress=args.progress,
-        )  # fmt: skip
+        )
         for cfg in cfgs
     ]
     real = real_colour_ceiling(args.data, colours, objects) if args.data else None

@@ -3,7 +3,7 @@ dominant colour (`tld.encoders.colour.dominant_colour`) is the named one, under 
 settings; and the same check on real images named that way, the ceiling the heuristic allows.
 
 `tld eval colours` (tld/commands/eval.py) prints the table; `tld recipe emoji` runs it on the model it
-ships (tld/recipes/report.py).
+ships (tld/recipes/emoji.py).
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ def colour_table(
     """Share of seeds `seed_start ... seed_start + seeds - 1` whose dominant colour is the named one,
     per "<colour> <object>" prompt and per colour. `model` is a folder, a hub id or a TLDPipeline;
     None settings are the model's defaults."""
+    from tqdm.auto import tqdm
+
     from tld import TLDPipeline
 
     check_colour_words(colours, objects, seeds)
@@ -62,8 +64,7 @@ def colour_table(
     settings = pipe.sampling.updated(cfg=cfg, steps=steps, sampler=sampler, schedule=schedule)
     prompts = [(colour, f"{colour} {obj}") for obj in objects for colour in colours]
     rows, t0 = [], time.perf_counter()
-    bar = _progress(len(prompts), progress)
-    for colour, prompt in prompts:
+    for colour, prompt in tqdm(prompts, desc="colour prompts", unit="prompt", disable=not progress):
         images = pipe(
             prompt, cfg=settings.cfg, steps=settings.steps, sampler=settings.sampler, schedule=settings.schedule,
             seed=list(range(seed_start, seed_start + seeds)), num_images=seeds, progress=False,
@@ -71,8 +72,6 @@ def colour_table(
         got = [dominant_colour(np.asarray(im.convert("RGB"))) for im in images]
         rows.append({"prompt": prompt, "colour": colour, "hits": sum(g == colour for g in got),
                      "seeds": seeds, "dominant": got})  # fmt: skip
-        bar.update(1)
-    bar.close()
     hits, total = sum(r["hits"] for r in rows), sum(r["seeds"] for r in rows)
     per_colour = {
         c: sum(r["hits"] for r in rows if r["colour"] == c) / (seeds * len(objects)) for c in colours
@@ -83,12 +82,6 @@ def colour_table(
         "rows": rows, "per_colour": per_colour, "overall": hits / total, "images": total,
         "seconds": time.perf_counter() - t0,
     }  # fmt: skip
-
-
-def _progress(total: int, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="colour prompts", unit="prompt", disable=not enabled)
 
 
 def real_colour_ceiling(shards: str | Path, colours: Sequence[str], objects: Sequence[str]) -> dict[str, Any]:

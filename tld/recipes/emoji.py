@@ -24,9 +24,9 @@ from tld.errors import TLDError
 from tld.eval.colours import DEFAULT_COLOURS, DEFAULT_OBJECTS
 
 SETS = ("openmoji", "twemoji", "noto", "fluent-emoji-flat")
-# Each emoji set draws these objects in many colours, so "<colour> <object>" prompts are testable.
-COLOUR_OBJECTS = DEFAULT_OBJECTS
-COLOUR_WORDS = DEFAULT_COLOURS
+# The colour table: DEFAULT_COLOURS x DEFAULT_OBJECTS (each emoji set draws these objects in many
+# colours, so "<colour> <object>" prompts are testable), sampled with this many steps.
+EVAL_STEPS = 15
 # MiniLM per-token embeddings, cut at 24 word pieces (the longest emoji captions run to ~20 words).
 TEXT_SPEC: dict[str, Any] = {"backend": "minilm", "max_tokens": 24}
 
@@ -128,7 +128,7 @@ def train_vae_step(r: EmojiRecipe) -> Path:
 
 
 def write_val_prompts(path: Path) -> Path:
-    prompts = [f"{c} {o}" for o in COLOUR_OBJECTS for c in COLOUR_WORDS]
+    prompts = [f"{c} {o}" for o in DEFAULT_OBJECTS for c in DEFAULT_COLOURS]
     prompts += ["grinning face, noto style", "cat face, twemoji style", "red apple, openmoji style", "rocket"]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(prompts) + "\n")
@@ -192,10 +192,9 @@ def run_recipe(r: EmojiRecipe, ship: str | None = None) -> dict[str, Any]:
     model = _timed(r, "export", export_step, r)
     summary_path = r.out / "eval.json"
     if _step("eval", summary_path.is_file()):
-        summary = _timed(
-            r, "eval", colour_table, model, COLOUR_WORDS, COLOUR_OBJECTS, r.seeds, r.device, r.eval_cfg, 15
-        )
-        summary["real"] = real_colour_ceiling(r.shards / "all", COLOUR_WORDS, COLOUR_OBJECTS)
+        summary = _timed(r, "eval", colour_table, model, DEFAULT_COLOURS, DEFAULT_OBJECTS,
+                         r.seeds, r.device, r.eval_cfg, EVAL_STEPS)  # fmt: skip
+        summary["real"] = real_colour_ceiling(r.shards / "all", DEFAULT_COLOURS, DEFAULT_OBJECTS)
         write_json_atomic(summary_path, summary)  # eval.json marks the step done: never half-written
     summary = json.loads(summary_path.read_text())
     if ship:
