@@ -106,3 +106,43 @@ def test_bad_guidance_inputs():
         CFGDenoiser(denoiser, rescale=2)
     with pytest.raises(TLDError, match="percentile"):
         DynamicThreshold(percentile=0.0)
+
+
+def test_cfg_schedule_picks_the_scale_by_noise_level():
+    net, denoiser, x, emb, neg = _setup()
+    cond, uncond = {"text_emb": emb}, {"text_emb": neg}
+    scheduled = CFGDenoiser(denoiser, cfg_scale=1.5, schedule=[[0.5, 2.5], [2.0, 6.0]])
+    for sigma, scale in [(10.0, 6.0), (2.0, 6.0), (1.9, 2.5), (0.5, 2.5), (0.3, 1.5)]:
+        s = torch.full((3,), sigma)
+        expected = CFGDenoiser(denoiser, cfg_scale=scale)(x, s, cond=cond, uncond=uncond)
+        assert torch.equal(scheduled(x, s, cond=cond, uncond=uncond), expected), sigma
+    # per-row noise levels (img2img-style batches) get per-row scales
+    rows = torch.tensor([3.0, 1.0, 0.1])
+    c, u = denoiser(x, rows, **cond), denoiser(x, rows, **uncond)
+    expected = u + torch.tensor([6.0, 2.5, 1.5])[:, None, None, None] * (c - u)
+    torch.testing.assert_close(scheduled(x, rows, cond=cond, uncond=uncond), expected)
+
+
+def test_guidance_interval_skips_the_unconditional_branch_outside_it():
+    # Kynkaenniemi et al. (2024): guide only for lo <= sigma < hi, i.e. scale 1 elsewhere.
+    net, denoiser, x, emb, neg = _setup()
+    interval = CFGDenoiser(denoiser, cfg_scale=1.0, schedule="5:1,1:4")
+    args = {"cond": {"text_emb": emb}, "uncond": {"text_emb": neg}}
+    for sigma, calls in [(20.0, [3]), (2.0, [6]), (0.5, [3])]:
+        net.calls.clear()
+        out = interval(x, torch.full((3,), sigma), **args)
+        assert net.calls == calls, sigma
+        if calls == [3]:
+            assert torch.equal(out, denoiser(x, torch.full((3,), sigma), text_emb=emb))
+
+
+@pytest.mark.parametrize(
+    "schedule, match",
+    [("2:x", "SIGMA:SCALE pieces"), ("2", "SIGMA:SCALE pieces"), ([[2, 4, 1]], "SIGMA:SCALE pieces"),
+     ([[2, -1]], "finite scale >= 0"), ("-1:3", "sigma >= 0"), ([[True, 2]], "SIGMA:SCALE pieces")],
+)  # fmt: skip
+def test_bad_cfg_schedule_is_one_line(schedule, match):
+    net, denoiser, *_ = _setup()
+    with pytest.raises(TLDError, match=match) as err:
+        CFGDenoiser(denoiser, schedule=schedule)
+    assert "\n" not in str(err.value)
