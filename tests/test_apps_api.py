@@ -103,6 +103,11 @@ def test_generate_png_is_the_pipeline_image_with_its_settings(server, pipe, tmp_
     meta = read_png_metadata(tmp_path / "out.png")
     assert meta["prompt"] == "a red heart" and meta["seed"] == 3 and meta["steps"] == 4
     assert meta["sampler"] == "euler" and meta["model"] == "tiny"
+    scheduled = httpx.post(f"{server.url}/generate", json={**body, "cfg_schedule": [[2, 6]]}, timeout=60)
+    assert scheduled.status_code == 200, scheduled.text
+    expected = pipe("a red heart", seed=3, steps=4, cfg=3.0, cfg_schedule="2:6", sampler="euler", progress=False)
+    assert np.array_equal(png_pixels(scheduled.content), np.asarray(expected[0]))
+    assert not np.array_equal(png_pixels(scheduled.content), png_pixels(r.content))
 
 
 def test_generate_json_several_images_and_a_random_seed(server):
@@ -145,6 +150,7 @@ BAD_GENERATE = {
     "wrong type": {"prompt": "x", "steps": "many"},
     "unknown field": {"prompt": "x", "stepz": 3},
     "unknown schedule": {"prompt": "x", "schedule": "zigzag", "steps": 2},
+    "bad cfg schedule": {"prompt": "x", "cfg_schedule": "2:4:1", "steps": 2},
     "not JSON": b"{not json",
 }
 

@@ -67,6 +67,21 @@ def test_generate_separate_files_match_the_api(model_dir, tmp_path, capsys):
         assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), np.asarray(expected[k]))
 
 
+def test_generate_cfg_schedule_matches_the_api(model_dir, tmp_path, capsys):
+    folder, pipe = model_dir
+    out = tmp_path / "owl.png"
+    argv = ["generate", "a cute owl", "--model", str(folder), "--steps", "3", "--seed", "2", "--no-progress"]
+    assert main([*argv, "--cfg", "1.5", "--cfg-schedule", "2:5", "-o", str(out)]) == 0
+    expected = pipe("a cute owl", steps=3, cfg=1.5, cfg_schedule=[[2, 5]], seed=2, progress=False)
+    assert np.array_equal(np.asarray(Image.open(out).convert("RGB")), np.asarray(expected[0]))
+    assert read_png_metadata(out)["cfg_schedule"] == [[2.0, 5.0]]
+    constant = pipe("a cute owl", steps=3, cfg=1.5, seed=2, progress=False)
+    assert not np.array_equal(np.asarray(constant[0]), np.asarray(expected[0]))
+    assert main([*argv, "--cfg-schedule", "2:five", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cfg schedule must be SIGMA:SCALE pieces" in err
+
+
 def test_generate_grid_with_two_prompts(model_dir, tmp_path, capsys):
     folder, _ = model_dir
     out = tmp_path / "grid.png"

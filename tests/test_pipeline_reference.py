@@ -121,3 +121,36 @@ def test_cfg_rescale_reaches_the_guidance(pipe):
     torch.testing.assert_close(out.latents, expected, rtol=1e-4, atol=1e-4)
     plain = pipe("a cute owl", seed=8, cfg=cfg, steps=1, output_type="latent", progress=False)
     torch.testing.assert_close(plain.latents, guided, rtol=1e-4, atol=1e-4)
+
+
+def test_cfg_schedule_guides_each_step_with_its_scale(pipe, tmp_path):
+    # Two Euler steps; sigma 99 then 1 (tld schedule at 2 steps). Written out by hand: scale 5 at
+    # the first step (sigma >= 2), the base 1.5 at the second.
+    seeds, base, high = [4, 5], 1.5, 5.0
+    out = pipe(PROMPTS, seed=seeds, cfg=base, cfg_schedule="2:5", sampler="euler", steps=2,
+               output_type="latent", progress=False)  # fmt: skip
+    text = pipe.text_encoder.encode(PROMPTS).pooled
+    s0, s1, _ = get_sigmas("tld", 2, pipe.param).float()
+    assert s0 >= 2 > s1
+    x = torch.stack([torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(s)) for s in seeds]) * s0
+    x = x + (x - _cfg_denoiser(pipe, high, text, None)(x, s0.expand(2))) / s0 * (s1 - s0)
+    expected = _cfg_denoiser(pipe, base, text, None)(x, s1.expand(2))
+    torch.testing.assert_close(out.latents, expected, rtol=1e-4, atol=1e-4)
+    assert out.settings["cfg_schedule"] == [[2.0, 5.0]]
+    # A model's stored schedule is its default; a call's cfg alone means a constant scale.
+    shared = pipe.sampling  # the fixture is shared by the module: restore it
+    pipe.sampling = shared.updated(cfg=base, cfg_schedule=[[2, 5]])
+    try:
+        pipe.save_pretrained(tmp_path / "m")
+    finally:
+        pipe.sampling = shared
+    loaded = type(pipe).from_pretrained(str(tmp_path / "m"))
+    assert loaded.sampling.cfg_schedule == [[2.0, 5.0]]
+    call = dict(seed=seeds, sampler="euler", steps=2, output_type="latent", progress=False)
+    torch.testing.assert_close(loaded(PROMPTS, **call).latents, out.latents, rtol=1e-5, atol=1e-5)
+    explicit = loaded(PROMPTS, cfg=base, **call)
+    constant = explicit.latents
+    assert "cfg_schedule" not in explicit.settings
+    assert not torch.allclose(constant, out.latents, atol=1e-3)
+    unchanged = loaded(PROMPTS, cfg=base, cfg_schedule=[], **call).latents
+    torch.testing.assert_close(unchanged, constant, rtol=1e-5, atol=1e-5)

@@ -54,6 +54,11 @@ class Settings(BaseModel):
     prompt: str = Field(description="what to draw")
     negative_prompt: str | None = Field(None, description="guide away from this instead of the empty prompt")
     cfg: float | None = Field(None, description="guidance scale (1 = none)")
+    cfg_schedule: str | list[list[float]] | None = Field(
+        None,
+        description="guidance by noise level, [[sigma, scale], ...] or '2:4' (scale 4 while sigma >= 2, "
+        "cfg below); [] or '' = a constant cfg; None = the model's (none when cfg is given)",
+    )
     steps: int | None = Field(None, description="sampler steps")
     sampler: str | None = Field(None, description="e.g. dpmpp_2m, euler_ancestral, heun, ddim")
     schedule: str | None = Field(None, description="sigma schedule, e.g. tld, karras")
@@ -67,7 +72,7 @@ class Settings(BaseModel):
 
     def call_args(self) -> dict[str, Any]:
         """Keyword arguments for the pipeline's calls."""
-        names = ("cfg", "steps", "sampler", "schedule", "seed", "negative_prompt")
+        names = ("cfg", "cfg_schedule", "steps", "sampler", "schedule", "seed", "negative_prompt")
         return {**{k: getattr(self, k) for k in names}, "num_images": self.n, "progress": False}
 
 

@@ -1,6 +1,6 @@
 """The web UI (`tld ui`): gradio over one TLDPipeline.
 
-Text to image: prompt, negative prompt, cfg, steps, sampler, schedule, seed, number of images and
+Text to image: prompt, negative prompt, cfg (and its schedule by noise level), steps, sampler, schedule, seed, number of images and
 size; a gallery of PNGs that carry their settings (the files `tld.pipeline.images.save_png` writes),
 the seeds shown after each run, a progress bar from the sampler's own tqdm. Edit: inpaint a drawn
 mask, outpaint margins, img2img with a strength. All model calls share one queue slot, so the model
@@ -46,13 +46,27 @@ def seed_arg(seed: float | None) -> int | None:
     return int(seed)
 
 
+def schedule_text(pieces: list[list[float]] | None) -> str:
+    """A cfg schedule as the text box shows it: "2:4,0.5:2" ("" = none)."""
+    return ",".join(f"{sigma:g}:{scale:g}" for sigma, scale in pieces or [])
+
+
 def sampling_args(
-    negative: str, cfg: float, steps: float, sampler: str, schedule: str, seed: float | None, n: float
+    negative: str,
+    cfg: float,
+    cfg_schedule: str,
+    steps: float,
+    sampler: str,
+    schedule: str,
+    seed: float | None,
+    n: float,
 ) -> dict[str, Any]:
-    """The pipeline's keyword arguments from the widgets (sliders give floats)."""
+    """The pipeline's keyword arguments from the widgets (sliders give floats); an empty cfg schedule
+    box is a constant cfg."""
     return {
         "negative_prompt": negative.strip() or None,
         "cfg": float(cfg),
+        "cfg_schedule": (cfg_schedule or "").strip() or [],
         "steps": int(steps),
         "sampler": sampler,
         "schedule": None if schedule == DEFAULT_SCHEDULE else schedule,
@@ -95,18 +109,19 @@ class Handlers:
         return save_gallery(out, self.config.output_dir, self.config.model_name), seeds_text(out)
 
     def text_to_image(
-        self, prompt, negative, cfg, steps, sampler, schedule, seed, n, width, height,
+        self, prompt, negative, cfg, cfg_schedule, steps, sampler, schedule, seed, n, width, height,
         progress=gr.Progress(track_tqdm=True),  # noqa: B008
     ):  # fmt: skip
-        args = sampling_args(negative, cfg, steps, sampler, schedule, seed, n)
+        args = sampling_args(negative, cfg, cfg_schedule, steps, sampler, schedule, seed, n)
         return self._call(self.pipe, prompt, width=int(width), height=int(height), progress=True, **args)
 
     def edit(
-        self, editor, mode, prompt, negative, cfg, steps, sampler, schedule, seed, n, strength,
+        self, editor, mode, prompt, negative, cfg, cfg_schedule, steps, sampler, schedule, seed, n, strength,
         left, right, top, bottom,
         progress=gr.Progress(track_tqdm=True),  # noqa: B008
     ):  # fmt: skip
-        args = {**sampling_args(negative, cfg, steps, sampler, schedule, seed, n), "progress": True}
+        args = sampling_args(negative, cfg, cfg_schedule, steps, sampler, schedule, seed, n)
+        args["progress"] = True
         margins = (int(left), int(right), int(top), int(bottom))
         request = EditRequest(mode, prompt, float(strength), margins, self.config.max_size)
         return self._call(run_edit, self.pipe, editor, request, args)
@@ -151,7 +166,12 @@ def _settings_widgets(pipe: TLDPipeline, config: UIConfig) -> list:
         schedule = gr.Dropdown(
             [DEFAULT_SCHEDULE, *SCHEDULES], value=s.schedule or DEFAULT_SCHEDULE, label="schedule"
         )
-    return [negative, cfg, steps, sampler, schedule, seed, n]
+    cfg_schedule = gr.Textbox(
+        value=schedule_text(s.cfg_schedule), elem_id="cfg-schedule",
+        label="cfg by noise level: SIGMA:SCALE,... ('2:4' = 4 while sigma >= 2, the cfg slider below; "
+        "empty = the slider throughout)",
+    )  # fmt: skip
+    return [negative, cfg, cfg_schedule, steps, sampler, schedule, seed, n]
 
 
 def _size_widgets(pipe: TLDPipeline, config: UIConfig) -> list:

@@ -86,6 +86,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     src.add_argument("--model", help="model folder or hub repo id (default: the bundled demo model)")
     src.add_argument("--original", metavar="PTH", help="the original TLD checkpoint (state_dict_378000.pth)")
     p.add_argument("--cfg", type=float, help="guidance scale (default: the model's, usually 7)")
+    p.add_argument(
+        "--cfg-schedule", metavar="SIGMA:SCALE[,...]",
+        help="guidance by noise level: '2:4' guides with 4 while sigma >= 2 and with --cfg below; "
+        "'none' = constant (default: the model's schedule, none when --cfg is given)",
+    )  # fmt: skip
     p.add_argument("--steps", type=int, help="sampling steps (default: the model's, usually 15)")
     p.add_argument("--sampler", help="sampler name, e.g. dpmpp_2m, euler_ancestral, heun, ddim")
     p.add_argument("--schedule", help="sigma schedule, e.g. tld, karras, exponential")
@@ -144,6 +149,8 @@ def _call_args(args: argparse.Namespace) -> dict[str, Any]:
     call.update(
         {n: getattr(args, n) for n in ("sharp_f", "bright_f", "threshold") if getattr(args, n) is not None}
     )
+    if args.cfg_schedule is not None:
+        call["cfg_schedule"] = [] if args.cfg_schedule.lower() == "none" else args.cfg_schedule
     return call
 
 

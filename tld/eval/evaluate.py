@@ -29,7 +29,10 @@ from tld.eval.metrics import fid_from_features, kid_from_features, precision_rec
 from tld.eval.reference import ReferenceSet
 
 # Pipeline call options a setting may change besides sampler, steps, schedule and cfg.
-PIPELINE_OPTIONS = ("sampler_opts", "schedule_opts", "threshold", "cfg_rescale", "sharp_f", "bright_f", "original_init")
+PIPELINE_OPTIONS = (
+    "sampler_opts", "schedule_opts", "threshold", "cfg_rescale", "cfg_schedule", "sharp_f", "bright_f",
+    "original_init",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -269,7 +269,7 @@ class TLDPipeline:
         """Text to image; returns a TLDOutput (a sequence of images with their seeds and latents).
 
         None settings take the model's SamplingDefaults. `options` may override the other
-        SamplingDefaults fields (sharp_f, bright_f, threshold, cfg_rescale, schedule_opts,
+        SamplingDefaults fields (sharp_f, bright_f, threshold, cfg_rescale, cfg_schedule, schedule_opts,
         original_init) and hold `sampler_opts`, a dict for the sampler (e.g. {"eta": 0.5}).
         """
         call = dict(
@@ -334,7 +334,7 @@ class TLDPipeline:
         keep = torch.zeros(job.batch, dtype=torch.bool, device=self.device)
         text = self.encode_prompts(job.prompts) if self.denoiser.config.text_dim else {}
         cond = {**text, **self._labels(job), "drop_cond": keep}
-        if job.settings.cfg == 1:
+        if not job.settings.guided():
             return cond, None
         if job.negatives is not None and text:
             return cond, {**cond, **self.encode_prompts(job.negatives)}

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from tld.diffusion import CFGDenoiser, DynamicThreshold, get_sampler, get_sigmas
+from tld.diffusion.guidance import parse_cfg_schedule
 from tld.diffusion.noise import make_generators, randn_like_seeded, seeded_noise_sampler
 from tld.encoders.images import tensor_to_pil
 from tld.errors import TLDError, check_keys, from_dict
@@ -39,6 +40,9 @@ class SamplingDefaults:
     does, instead of k-diffusion's `sigma_max * noise`. `threshold` is the dynamic-thresholding
     `threshold` clamps the guided x0: a number is a static clamp, {"percentile": 0.995, "floor": 1.0}
     Imagen's dynamic thresholding (None = off); `cfg_rescale` is the guidance rescale.
+    `cfg_schedule` makes guidance depend on the noise level: [[sigma, scale], ...] pieces (highest
+    sigma first win), `cfg` below them (tld.diffusion.guidance.CFGDenoiser). A call that sets `cfg`
+    without a `cfg_schedule` gets that constant scale (the model's schedule is dropped).
     """
 
     cfg: float = 7.0
@@ -51,6 +55,7 @@ class SamplingDefaults:
     original_init: bool = False
     threshold: float | dict[str, float] | None = None
     cfg_rescale: float = 0.0
+    cfg_schedule: list[list[float]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,6 +67,8 @@ class SamplingDefaults:
     def updated(self, **changes: Any) -> SamplingDefaults:
         """A copy with the given (non-None) settings replaced; unknown names are an error."""
         changes = {k: v for k, v in changes.items() if v is not None}
+        if "cfg" in changes and "cfg_schedule" not in changes:
+            changes["cfg_schedule"] = None  # an explicit cfg alone is a constant scale
         return SamplingDefaults.from_dict({**self.to_dict(), **changes})
 
     def validate(self) -> None:
@@ -70,6 +77,12 @@ class SamplingDefaults:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise TLDError(f"steps must be an integer >= 1, got {self.steps!r}")
         get_sampler(self.sampler)  # names the valid samplers when this one is unknown
+        schedule = parse_cfg_schedule(self.cfg_schedule)
+        self.cfg_schedule = None if schedule is None else [list(piece) for piece in schedule]
+
+    def guided(self) -> bool:
+        """Whether any step guides (needs the unconditional branch)."""
+        return self.cfg != 1 or any(scale != 1 for _, scale in self.cfg_schedule or [])
 
 
 @dataclass
@@ -125,7 +138,7 @@ class Job:
     def describe(self, **extra: Any) -> dict[str, Any]:
         s = self.settings
         info = {"cfg": s.cfg, "steps": s.steps, "sampler": s.sampler, "schedule": s.schedule}
-        for name in ("sharp_f", "bright_f", "threshold", "cfg_rescale"):
+        for name in ("sharp_f", "bright_f", "threshold", "cfg_rescale", "cfg_schedule"):
             if getattr(s, name):
                 info[name] = getattr(s, name)
         if s.schedule_opts:
@@ -263,6 +276,7 @@ def guided_denoiser(param: Any, network: nn.Module, settings: SamplingDefaults) 
         cfg_scale=float(settings.cfg),
         rescale=settings.cfg_rescale,
         threshold=_threshold(settings.threshold),
+        schedule=settings.cfg_schedule,
     )
 
 
