@@ -45,6 +45,26 @@ def test_cli_table_is_what_the_pipeline_makes(tmp_path, capsys):
     assert stdout.count("\n| red |") == 1 and "| blue |" in stdout and "| weakest colour |" in stdout
 
 
+def test_cfg_schedule_columns_are_what_the_pipeline_makes(tmp_path, capsys):
+    out = tmp_path / "colours.json"
+    code, stdout, _ = run_cli(
+        capsys, "eval", "colours", "--colours", "black", "--objects", "heart", "--seeds", "2", "--cfgs", "1.5",
+        "--cfg-schedule", "none", "--cfg-schedule", "2:4", "--steps", "5", "--out", str(out), "--no-progress",
+    )  # fmt: skip
+    assert code == 0
+    record = json.loads(out.read_text())
+    assert [s["cfg_schedule"] for s in record["settings"]] == [None, [[2.0, 4.0]]]
+    pipe = TLDPipeline.from_pretrained()
+    for summary in record["settings"]:
+        images = pipe("black heart", cfg=1.5, cfg_schedule=summary["cfg_schedule"] or [], steps=5, seed=[0, 1],
+                      num_images=2, progress=False)  # fmt: skip
+        assert summary["rows"][0]["dominant"] == [dominant_colour(np.asarray(im)) for im in images]
+    assert "cfg 1.5 (4 at sigma >= 2)" in stdout.splitlines()[0]
+    capsys.readouterr()  # the loading bars of the pipeline above
+    code, _, stderr = run_cli(capsys, "eval", "colours", "--cfg-schedule", "4", "--no-progress")
+    assert code == 1 and "cfg schedule must be SIGMA:SCALE pieces" in stderr and stderr.count("\n") == 1
+
+
 def test_settings_are_recorded_and_a_rerun_repeats():
     pipe = TLDPipeline.from_pretrained()
     a = colour_table(pipe, ["green"], ["heart"], seeds=2, steps=4, seed_start=0)

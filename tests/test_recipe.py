@@ -81,10 +81,15 @@ def test_recipe_runs_resumes_and_ships(tmp_path, capsys, monkeypatch):
     assert all(
         v.dtype.is_floating_point is False or str(v.dtype) == "torch.float16" for v in weights.values()
     )
-    assert json.loads((shipped / "config.json").read_text())["sampling"]["cfg"] == summary["cfg"]
+    # The guidance the colour table was measured with is the bundle's default, schedule included.
+    sampling = json.loads((shipped / "config.json").read_text())["sampling"]
+    assert sampling["cfg"] == summary["cfg"] == r.eval_cfg
+    assert sampling["cfg_schedule"] == summary["cfg_schedule"] == r.eval_cfg_schedule
     card = (shipped / "README.md").read_text()
+    assert f"cfg {r.eval_cfg:g}, {r.eval_cfg_schedule[0][1]:g} while sigma >= {r.eval_cfg_schedule[0][0]:g}" in card
     assert "CC BY-SA 4.0" in card and "Test Author" in card and "tld recipe emoji" in card
     pipe = TLDPipeline.from_pretrained(str(shipped))
+    assert pipe.sampling.cfg_schedule == r.eval_cfg_schedule
     image = np.asarray(pipe("red heart", steps=4, seed=0)[0])
     assert image.shape == (16, 16, 3) and image.std() > 0
 

@@ -101,6 +101,12 @@ def _add_colours(sub: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--cfgs", default="default", help="comma-separated guidance scales ('default' = the model's)"
     )
+    c.add_argument(
+        "--cfg-schedule", action="append", dest="cfg_schedules", metavar="SIGMA:SCALE[,...]",
+        help="guidance by noise level, e.g. '2:4' (scale 4 while sigma >= 2, the --cfgs value below); "
+        "'none' = a constant scale; repeat for more columns (default: the model's schedule with its "
+        "cfg, none with a --cfgs value)",
+    )  # fmt: skip
     c.add_argument("--sampler", help="sampler (default: the model's)")
     c.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     c.add_argument("--schedule", help="sigma schedule (default: the model's)")
@@ -273,11 +279,16 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 def run_colours(args: argparse.Namespace) -> int:
     from tld import TLDPipeline
+    from tld.diffusion.guidance import parse_cfg_schedule
     from tld.eval.colours import check_colour_words, colour_table, real_colour_ceiling, settings_markdown
 
     colours = _split(args.colours, str, "--colours")
     objects = _split(args.objects, str, "--objects")
     cfgs = _split(args.cfgs, float, "--cfgs")
+    schedules = [None if spec == "none" else spec for spec in args.cfg_schedules or ["default"]]
+    for spec in schedules:
+        if spec not in (None, "default"):
+            parse_cfg_schedule(spec)
     check_colour_words(colours, objects, args.seeds)  # before any loading
     if args.data and not Path(args.data).is_dir():
         raise TLDError(f"--data {args.data}: no such folder")
@@ -293,9 +304,11 @@ def run_colours(args: argparse.Namespace) -> int:
             seed_start=args.seed,
             sampler=args.sampler,
             schedule=args.schedule,
+            cfg_schedule=[] if spec is None else None if spec == "default" else spec,
             progress=args.progress,
         )
         for cfg in cfgs
+        for spec in schedules
     ]
     real = real_colour_ceiling(args.data, colours, objects) if args.data else None
     print(settings_markdown(summaries, real))

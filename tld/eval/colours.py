@@ -50,24 +50,28 @@ def colour_table(
     seed_start: int = 0,
     sampler: str | None = None,
     schedule: str | None = None,
+    cfg_schedule: Any = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Share of seeds `seed_start ... seed_start + seeds - 1` whose dominant colour is the named one,
     per "<colour> <object>" prompt and per colour. `model` is a folder, a hub id or a TLDPipeline;
-    None settings are the model's defaults."""
+    None settings are the model's defaults (a `cfg` without a `cfg_schedule` is a constant scale)."""
     from tqdm.auto import tqdm
 
     from tld import TLDPipeline
 
     check_colour_words(colours, objects, seeds)
     pipe = model if isinstance(model, TLDPipeline) else TLDPipeline.from_pretrained(str(model), device=device)
-    settings = pipe.sampling.updated(cfg=cfg, steps=steps, sampler=sampler, schedule=schedule)
+    settings = pipe.sampling.updated(
+        cfg=cfg, steps=steps, sampler=sampler, schedule=schedule, cfg_schedule=cfg_schedule
+    )
+    settings.validate()
     prompts = [(colour, f"{colour} {obj}") for obj in objects for colour in colours]
     rows, t0 = [], time.perf_counter()
     for colour, prompt in tqdm(prompts, desc="colour prompts", unit="prompt", disable=not progress):
         images = pipe(
             prompt, cfg=settings.cfg, steps=settings.steps, sampler=settings.sampler, schedule=settings.schedule,
-            seed=list(range(seed_start, seed_start + seeds)), num_images=seeds, progress=False,
+            cfg_schedule=settings.cfg_schedule or [], seed=list(range(seed_start, seed_start + seeds)), num_images=seeds, progress=False,
         )  # fmt: skip
         got = [dominant_colour(np.asarray(im.convert("RGB"))) for im in images]
         rows.append({"prompt": prompt, "colour": colour, "hits": sum(g == colour for g in got),
@@ -77,7 +81,7 @@ def colour_table(
         c: sum(r["hits"] for r in rows if r["colour"] == c) / (seeds * len(objects)) for c in colours
     }
     return {
-        "cfg": settings.cfg, "steps": settings.steps, "sampler": settings.sampler,
+        "cfg": settings.cfg, "cfg_schedule": settings.cfg_schedule, "steps": settings.steps, "sampler": settings.sampler,
         "schedule": settings.schedule, "seed_start": seed_start,
         "rows": rows, "per_colour": per_colour, "overall": hits / total, "images": total,
         "seconds": time.perf_counter() - t0,
@@ -110,7 +114,9 @@ def real_colour_ceiling(shards: str | Path, colours: Sequence[str], objects: Seq
 
 def _setting_name(summary: dict[str, Any]) -> str:
     schedule = f" {summary['schedule']}" if summary.get("schedule") else ""
-    return f"{summary['sampler']}{schedule} {summary['steps']} steps, cfg {summary['cfg']:g}"
+    pieces = summary.get("cfg_schedule") or []
+    above = "".join(f" ({scale:g} at sigma >= {sigma:g})" for sigma, scale in pieces)
+    return f"{summary['sampler']}{schedule} {summary['steps']} steps, cfg {summary['cfg']:g}{above}"
 
 
 def settings_markdown(summaries: Sequence[dict[str, Any]], real: dict[str, Any] | None = None) -> str:

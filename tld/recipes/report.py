@@ -87,7 +87,8 @@ def ship_model(r: Any, model: Path, dest: Path, summary: dict[str, Any]) -> Path
 
     to_fp16_folder(model, dest)
     # The settings the colour table was measured with become the bundle's defaults.
-    update_config_json(dest, {"sampling": {"cfg": summary["cfg"], "steps": summary["steps"]}})
+    sampling = {"cfg": summary["cfg"], "steps": summary["steps"], "cfg_schedule": summary.get("cfg_schedule")}
+    update_config_json(dest, {"sampling": sampling})
     facts = _training_facts(r)
     size_mb = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) / 2**20
     (dest / "README.md").write_text(model_card(facts, summary, size_mb))
@@ -118,6 +119,11 @@ def _balance_line(balance: dict[str, Any]) -> str:
     )
 
 
+def _guidance(summary: dict[str, Any]) -> str:
+    pieces = "".join(f", {scale:g} while sigma >= {sigma:g}" for sigma, scale in summary.get("cfg_schedule") or [])
+    return f"cfg {summary['cfg']:g}{pieces}"
+
+
 def model_card(facts: dict[str, Any], summary: dict[str, Any], size_mb: float) -> str:
     credits = _credits(facts["source"].get("parts", []))
     val = facts["vae_val"]
@@ -136,7 +142,7 @@ tld generate "blue circle, noto style" --seed 3 -n 4 -o circles.png
 ```python
 from tld import TLDPipeline
 pipe = TLDPipeline.from_pretrained()          # this folder
-images = pipe("green heart, twemoji style", steps=15, seed=0, num_images=4)   # cfg 2 by default
+images = pipe("green heart, twemoji style", steps=15, seed=0, num_images=4)   # the default guidance below
 ```
 
 ## Components
@@ -169,7 +175,7 @@ training time (from its checkpoint): {facts["vae_seconds"] or 0:.0f} s.
 
 ## Colour words
 Share of seeds whose dominant foreground colour (`tld.encoders.colour.dominant_colour`) is the colour named
-in the prompt; cfg {summary["cfg"]}, {summary["steps"]} steps, seeds 0-{summary["rows"][0]["seeds"] - 1}.
+in the prompt; {_guidance(summary)}, {summary["steps"]} steps, seeds 0-{summary["rows"][0]["seeds"] - 1}.
 
 {colour_markdown(summary)}
 
