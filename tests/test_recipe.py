@@ -88,6 +88,7 @@ def test_recipe_runs_resumes_and_ships(tmp_path, capsys, monkeypatch):
     card = (shipped / "README.md").read_text()
     assert f"cfg {r.eval_cfg:g}, {r.eval_cfg_schedule[0][1]:g} while sigma >= {r.eval_cfg_schedule[0][0]:g}" in card
     assert "CC BY-SA 4.0" in card and "Test Author" in card and "tld recipe emoji" in card
+    assert "Held-out reconstruction PSNR" in card and " nan " not in card
     pipe = TLDPipeline.from_pretrained(str(shipped))
     assert pipe.sampling.cfg_schedule == r.eval_cfg_schedule
     image = np.asarray(pipe("red heart", steps=4, seed=0)[0])
@@ -95,6 +96,14 @@ def test_recipe_runs_resumes_and_ships(tmp_path, capsys, monkeypatch):
 
     timings = json.loads((r.out / "timings.json").read_text())
     assert set(timings) == {"data", "vae", "encode", "train", "export", "eval"}
+
+
+def test_card_states_a_missing_vae_record_instead_of_nan():
+    from tld.recipes.report import _vae_line
+
+    assert "records no held-out PSNR" in _vae_line({"vae_val": {}, "vae_steps": "?", "vae_batch": "?"})
+    line = _vae_line({"vae_val": {"psnr": 30.424, "psnr_pooled": 28.63}, "vae_steps": 3500, "vae_batch": 16})
+    assert "**30.42 dB**" in line and "28.63 dB pooled" in line and "3500 steps of 16 images" in line
 
 
 def test_recipe_command_rejects_bad_numbers(capsys):

