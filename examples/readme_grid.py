@@ -28,11 +28,19 @@ PROMPTS = (
 )
 
 
+def guidance_text(pipe: TLDPipeline, cfg: float | None) -> str:
+    """'cfg 2' for a constant scale; 'cfg 1.5, 4 while sigma >= 2' for the model's schedule."""
+    if cfg is not None:
+        return f"cfg {cfg:g}"
+    pieces = [f"{scale:g} while sigma >= {sigma:g}" for sigma, scale in pipe.sampling.cfg_schedule or []]
+    return ", ".join([f"cfg {pipe.sampling.cfg:g}", *pieces])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="model folder (default: the bundled demo model)")
     ap.add_argument("--seeds", type=int, default=6)
-    ap.add_argument("--cfg", type=float, default=2.0, help="guidance (2 is the model's default)")
+    ap.add_argument("--cfg", type=float, help="constant guidance (default: the model's cfg and cfg_schedule)")
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--scale", type=int, default=2, help="upscale each 64 px image (nearest) for display")
     ap.add_argument("--out", default="docs/images/demo_grid.png")
@@ -40,10 +48,9 @@ def main() -> None:
 
     pipe = TLDPipeline.from_pretrained(args.model)
     label_w, rows = 230, []
+    guidance = {} if args.cfg is None else {"cfg": args.cfg}
     for prompt in PROMPTS:
-        images = pipe(
-            prompt, cfg=args.cfg, steps=args.steps, seed=list(range(args.seeds)), num_images=args.seeds
-        )
+        images = pipe(prompt, steps=args.steps, seed=list(range(args.seeds)), num_images=args.seeds, **guidance)
         rows.append((prompt, images))
     side = rows[0][1][0].width * args.scale
     grid = Image.new("RGB", (label_w + side * args.seeds, side * len(rows) + 24), "white")
@@ -52,7 +59,7 @@ def main() -> None:
         draw.text((6, r * side + side // 2 - 6), prompt, fill="black")
         for c, image in enumerate(images):
             grid.paste(image.resize((side, side), Image.Resampling.NEAREST), (label_w + c * side, r * side))
-    note = f"tld-emoji, cfg {args.cfg}, {args.steps} steps, seeds 0-{args.seeds - 1}"
+    note = f"tld-emoji, {guidance_text(pipe, args.cfg)}, {args.steps} steps, seeds 0-{args.seeds - 1}"
     draw.text((6, side * len(rows) + 6), note, fill="gray")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     grid.save(args.out)
