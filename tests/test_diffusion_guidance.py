@@ -136,6 +136,14 @@ def test_guidance_interval_skips_the_unconditional_branch_outside_it():
             assert torch.equal(out, denoiser(x, torch.full((3,), sigma), text_emb=emb))
 
 
+def test_cfg_schedule_text_forms():
+    from tld.diffusion.guidance import parse_cfg_schedule
+
+    assert parse_cfg_schedule("0.5:2, 2:4") == [(2.0, 4.0), (0.5, 2.0)]  # highest sigma first
+    for empty in (None, "", " ", "none", "None", []):
+        assert parse_cfg_schedule(empty) is None, empty
+
+
 @pytest.mark.parametrize(
     "schedule, match",
     [("2:x", "SIGMA:SCALE pieces"), ("2", "SIGMA:SCALE pieces"), ([[2, 4, 1]], "SIGMA:SCALE pieces"),

@@ -285,10 +285,10 @@ def run_colours(args: argparse.Namespace) -> int:
     colours = _split(args.colours, str, "--colours")
     objects = _split(args.objects, str, "--objects")
     cfgs = _split(args.cfgs, float, "--cfgs")
-    schedules = [None if spec == "none" else spec for spec in args.cfg_schedules or ["default"]]
+    schedules = args.cfg_schedules or ["default"]
     for spec in schedules:
-        if spec not in (None, "default"):
-            parse_cfg_schedule(spec)
+        if spec != "default":
+            parse_cfg_schedule(spec)  # before any loading; "none" is a constant scale
     check_colour_words(colours, objects, args.seeds)  # before any loading
     if args.data and not Path(args.data).is_dir():
         raise TLDError(f"--data {args.data}: no such folder")
@@ -304,7 +304,7 @@ def run_colours(args: argparse.Namespace) -> int:
             seed_start=args.seed,
             sampler=args.sampler,
             schedule=args.schedule,
-            cfg_schedule=[] if spec is None else None if spec == "default" else spec,
+            cfg_schedule=None if spec == "default" else spec,
             progress=args.progress,
         )
         for cfg in cfgs

@@ -150,7 +150,7 @@ def _call_args(args: argparse.Namespace) -> dict[str, Any]:
         {n: getattr(args, n) for n in ("sharp_f", "bright_f", "threshold") if getattr(args, n) is not None}
     )
     if args.cfg_schedule is not None:
-        call["cfg_schedule"] = [] if args.cfg_schedule.lower() == "none" else args.cfg_schedule
+        call["cfg_schedule"] = args.cfg_schedule  # "none" is a constant scale (parse_cfg_schedule)
     return call
 
 

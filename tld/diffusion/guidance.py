@@ -42,9 +42,10 @@ CFGSchedule = list[tuple[float, float]]
 def parse_cfg_schedule(pieces: Any) -> CFGSchedule | None:
     """A guidance schedule as (sigma, scale) pieces, highest sigma first; None or empty is none.
 
-    Accepts pairs ([[2, 4]]) or the CLI's text "SIGMA:SCALE[,SIGMA:SCALE...]" ("2:4,0.5:2").
+    Accepts pairs ([[2, 4]]) or the CLI's text "SIGMA:SCALE[,SIGMA:SCALE...]" ("2:4,0.5:2"); the
+    text "none" (any case) is no schedule too.
     """
-    if pieces is None or pieces == "" or pieces == []:
+    if pieces is None or pieces == [] or (isinstance(pieces, str) and pieces.strip().lower() in ("", "none")):
         return None
     given = pieces
     if isinstance(pieces, str):
