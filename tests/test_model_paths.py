@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from tld.model import Denoiser, DenoiserConfig
+from tld.errors import TLDError
+from tld.model import Denoiser, DenoiserConfig, fused
 from tld.model.blocks import CrossAttention, folds_query
-from tld.model.fused import linear
+from tld.model.fused import default_matmul, linear
 
 
 def _grads(out: torch.Tensor, upstream: torch.Tensor, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -75,13 +76,20 @@ def test_denoiser_folds_cross_attention_for_few_conditioning_tokens(text_tokens)
 # Narrow widening (the reoriented weight gradient), narrowing, and wide widening layers.
 @pytest.mark.parametrize("shape", [(24, 96), (96, 24), (300, 600)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_training_linear_equals_f_linear(shape, bias):
+@pytest.mark.parametrize("matmul", ["blas", "onednn"])
+def test_training_linear_equals_f_linear(shape, bias, matmul, monkeypatch):
+    monkeypatch.setattr(fused, "MATMUL", matmul)
     torch.manual_seed(0)
     layer = torch.nn.Linear(*shape, bias=bias)
     x = torch.randn(2, 7, shape[0], requires_grad=True)
+    with _Calls() as ops:
+        linear(layer, x).sum().backward()
+    layer.zero_grad(set_to_none=True)
     got, expected = linear(layer, x), F.linear(x, layer.weight, layer.bias)
     assert got.grad_fn.name() == "_LinearBackward"  # the custom function, not addmm's backward
-    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    # oneDNN runs the forward and the input gradient where chosen, aten the rest.
+    assert ops.names.count("mkldnn._linear_pointwise") == (2 if matmul == "onednn" else 0)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     upstream = torch.randn_like(expected)
     tensors = [x, *layer.parameters()]
     reference = _grads(expected, upstream, tensors)
@@ -93,3 +101,37 @@ def test_training_linear_equals_f_linear(shape, bias):
     torch.testing.assert_close(layer.weight.grad, 2 * reference[1], rtol=1e-5, atol=1e-6)
     with torch.no_grad():
         torch.testing.assert_close(linear(layer, x), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("matmul", ["blas", "onednn"])
+def test_inference_linear_takes_onednn_by_the_machine_rule(matmul, monkeypatch):
+    monkeypatch.setattr(fused, "MATMUL", matmul)
+    monkeypatch.setattr(fused, "LINEAR_MAX_WEIGHT", 24 * 96)
+    torch.manual_seed(0)
+    cases = [((24, 96), True, True), ((48, 96), True, False), ((24, 96), False, False)]
+    for shape, bias, small_biased in cases:
+        layer = torch.nn.Linear(*shape, bias=bias)
+        x = torch.randn(2, 7, shape[0])
+        with torch.no_grad(), _Calls() as ops:
+            got = linear(layer, x)
+        assert ("mkldnn._linear_pointwise" in ops.names) == (small_biased or matmul == "onednn")
+        torch.testing.assert_close(got, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-6)
+
+
+def test_default_matmul_follows_the_cpu_vendor_and_the_override():
+    assert default_matmul("GenuineIntel", "") == "blas"
+    assert default_matmul("", "") == "blas"  # unknown: torch's own choice
+    assert default_matmul("AuthenticAMD", "") == (
+        "onednn" if torch.backends.mkldnn.is_available() else "blas"
+    )
+    assert default_matmul("GenuineIntel", "onednn") == "onednn"
+    assert default_matmul("AuthenticAMD", "blas") == "blas"
+    with pytest.raises(TLDError, match="TLD_CPU_MATMUL must be 'onednn' or 'blas', got 'mkl'"):
+        default_matmul("AuthenticAMD", "mkl")
+
+
+def test_cpu_vendor_is_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n")
+    assert fused._cpu_vendor(info) == "AuthenticAMD"
+    assert fused._cpu_vendor(tmp_path / "missing") == ""

@@ -1,24 +1,37 @@
 """CPU kernels for the denoiser: oneDNN's linear with the bias fused and the depthwise conv with bias
 and GELU fused (the ops torch.compile's CPU backend emits, called directly) for inference, and for
-training a linear whose weight gradient takes the faster of two equal matmul orientations.
+training a linear whose matmuls go to the faster library of the machine and whose weight gradient
+takes the faster of two equal matmul orientations.
 
 The plain path computes `y = x @ W.T`, then copies the bias into a fresh buffer, and runs a second
 pass over the conv's 4x-wide output for GELU. The fused ops have no autograd formula, so they are
 used only where no graph is recorded (inference mode / no_grad), on CPU tensors of float32 or
 bfloat16, outside torch.compile (which makes its own fusions); everything else takes the plain
-ops. The fused linear is taken only for weights of at most LINEAR_MAX_WEIGHT elements: measured
-over whole forwards it was 8-10% faster at the small shape (128 x 512 weights) and 5-9% slower
-at 101M's (768 x 3072) than aten's addmm (docs/performance.md). Every path computes the same
-function (tests/test_convert.py compares them with the original network).
+ops.
+
+Which matmul library is faster depends on the CPU (docs/performance.md, one thread, fp32):
+- On Intel CPUs torch's BLAS (MKL) is as fast as oneDNN or faster. There the fused linear is taken
+  only for weights of at most LINEAR_MAX_WEIGHT elements (over whole forwards it was 8-10% faster
+  at the small shape's 128 x 512 weights and 5-9% slower at 101M's 768 x 3072), and training keeps
+  aten's matmuls.
+- On other CPUs (AMD EPYC: MKL does not use AVX-512 there) oneDNN's matmul ran these shapes
+  1.1-1.4x faster, so every linear's forward and input gradient goes to oneDNN, in training too.
+`MATMUL` holds the choice ("onednn" or "blas"); the TLD_CPU_MATMUL environment variable overrides
+it. Every path computes the same function up to float rounding (tests/test_convert.py compares
+them with the original network, tests/test_model_paths.py each path with F.linear).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from tld.errors import TLDError
 
 _DTYPES = (torch.float32, torch.bfloat16)
 _MKLDNN = torch.backends.mkldnn.is_available()
@@ -41,12 +54,13 @@ def _usable(x: torch.Tensor) -> bool:
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """`layer(x)`; on the CPU without autograd, for a biased layer of at most LINEAR_MAX_WEIGHT
-    weights, one oneDNN matmul with the bias in its epilogue; on the CPU with autograd, `_Linear`
-    (the same forward, a faster weight gradient)."""
+    """`layer(x)`; on the CPU without autograd, one oneDNN matmul with the bias in its epilogue (where
+    MATMUL is "blas", only for a biased layer of at most LINEAR_MAX_WEIGHT weights); on the CPU
+    with autograd, `_Linear` (the same function, faster matmuls)."""
     w = layer.weight
-    if _usable(x) and w.dtype == x.dtype and layer.bias is not None and w.numel() <= LINEAR_MAX_WEIGHT:
-        return torch.ops.mkldnn._linear_pointwise(x, w, layer.bias, "none", [], "")
+    biased_small = layer.bias is not None and w.numel() <= LINEAR_MAX_WEIGHT
+    if _usable(x) and w.dtype == x.dtype and (MATMUL == "onednn" or biased_small):
+        return _onednn_linear(x, w, layer.bias)
     if _trainable(x, layer.weight):
         return _Linear.apply(x, layer.weight, layer.bias)
     return layer(x)
@@ -62,9 +76,22 @@ def _trainable(x: torch.Tensor, weight: torch.Tensor) -> bool:
     )
 
 
+def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x @ weight^T + bias by oneDNN (any leading dims; `weight` may be a transposed view)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+def _onednn_training(x: torch.Tensor) -> bool:
+    return MATMUL == "onednn" and _MKLDNN and x.dtype in _DTYPES
+
+
 class _Linear(torch.autograd.Function):
-    """F.linear whose weight gradient is computed as (x^T g)^T instead of g^T x for a narrow layer that
-    widens (at most REORIENT_MAX_IN inputs, more outputs).
+    """F.linear for training on the CPU. Where MATMUL is "onednn", the forward and the input gradient
+    (g @ W, as a linear with the transposed weight) run on oneDNN.
+
+    The weight gradient stays on aten's mm (oneDNN was slower for it at the small shape: 54-60
+    against 78 GFLOP/s), computed as (x^T g)^T instead of g^T x for a narrow layer that widens (at
+    most REORIENT_MAX_IN inputs, more outputs).
 
     Both are the same sums. Measured on the AVX-512 CPU of docs/performance.md (one thread, MKL),
     including the copy back to the weight's layout: 128 -> 512 over 4096 tokens 4.8 -> 3.3 ms,
@@ -78,6 +105,8 @@ class _Linear(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
+        if _onednn_training(x):
+            return _onednn_linear(x, weight, bias)
         return F.linear(x, weight, bias)
 
     @staticmethod
@@ -86,7 +115,10 @@ class _Linear(torch.autograd.Function):
         g = grad.reshape(-1, grad.shape[-1])
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.mm(g, weight).view(x.shape)
+            if _onednn_training(g):
+                grad_x = _onednn_linear(g.contiguous(), weight.t(), None).view(x.shape)
+            else:
+                grad_x = torch.mm(g, weight).view(x.shape)
         if ctx.needs_input_grad[1]:
             x2 = x.reshape(-1, x.shape[-1])
             out_features, in_features = weight.shape
@@ -133,6 +165,30 @@ def rows_per_chunk(tokens: torch.Tensor) -> int:
     return max(1, CHUNK_TOKENS // max(n, 1))
 
 
+def _cpu_vendor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's vendor id ("GenuineIntel", "AuthenticAMD", ...), or "" where it cannot be read."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def default_matmul(vendor: str | None = None, override: str | None = None) -> str:
+    """ "onednn" or "blas": the TLD_CPU_MATMUL override if set, else "blas" on Intel CPUs and where
+    the vendor is unknown, "onednn" elsewhere (see the module docstring)."""
+    override = os.environ.get("TLD_CPU_MATMUL", "") if override is None else override
+    if override:
+        if override not in ("onednn", "blas"):
+            raise TLDError(f"TLD_CPU_MATMUL must be 'onednn' or 'blas', got {override!r}")
+        return override
+    vendor = _cpu_vendor() if vendor is None else vendor
+    return "onednn" if _MKLDNN and vendor not in ("", "GenuineIntel") else "blas"
+
+
 CHUNK_TOKENS = 2048
 LINEAR_MAX_WEIGHT = 1 << 20
 REORIENT_MAX_IN = 256
+MATMUL = default_matmul()
