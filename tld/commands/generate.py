@@ -59,7 +59,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         o.add_argument(f"--{side}", type=int, default=0, help=f"pixels to add on the {side}")
     _add_inpaint(o, composite_default=True)
     o.set_defaults(func=run_outpaint)
+    _register_convert(subparsers)
 
+
+def _register_convert(subparsers: argparse._SubParsersAction) -> None:
     c = subparsers.add_parser(
         "convert",
         help="turn the original TLD checkpoint into a model folder",
