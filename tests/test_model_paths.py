@@ -130,6 +130,17 @@ def test_default_matmul_follows_the_cpu_vendor_and_the_override():
         default_matmul("AuthenticAMD", "mkl")
 
 
+def test_a_bad_override_fails_at_the_first_linear_not_at_import(monkeypatch):
+    monkeypatch.setattr(fused, "MATMUL", None)
+    monkeypatch.setenv("TLD_CPU_MATMUL", "mkl")
+    layer = torch.nn.Linear(4, 8)
+    with torch.no_grad(), pytest.raises(TLDError, match="TLD_CPU_MATMUL must be 'onednn' or 'blas'"):
+        linear(layer, torch.randn(2, 4))
+    monkeypatch.setenv("TLD_CPU_MATMUL", "blas")
+    linear(layer, torch.randn(2, 4))
+    assert fused.MATMUL == "blas"
+
+
 def test_cpu_vendor_is_read_from_cpuinfo(tmp_path):
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n")

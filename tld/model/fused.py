@@ -16,8 +16,8 @@ Which matmul library is faster depends on the CPU (docs/performance.md, one thre
   aten's matmuls.
 - On other CPUs (AMD EPYC: MKL does not use AVX-512 there) oneDNN's matmul ran these shapes
   1.1-1.4x faster, so every linear's forward and input gradient goes to oneDNN, in training too.
-`MATMUL` holds the choice ("onednn" or "blas"); the TLD_CPU_MATMUL environment variable overrides
-it. Every path computes the same function up to float rounding (tests/test_convert.py compares
+`matmul()` makes the choice ("onednn" or "blas") at the first linear and keeps it in `MATMUL`; the
+TLD_CPU_MATMUL environment variable overrides it. Every path computes the same function up to float rounding (tests/test_convert.py compares
 them with the original network, tests/test_model_paths.py each path with F.linear).
 """
 
@@ -59,7 +59,7 @@ def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     with autograd, `_Linear` (the same function, faster matmuls)."""
     w = layer.weight
     biased_small = layer.bias is not None and w.numel() <= LINEAR_MAX_WEIGHT
-    if _usable(x) and w.dtype == x.dtype and (MATMUL == "onednn" or biased_small):
+    if _usable(x) and w.dtype == x.dtype and (matmul() == "onednn" or biased_small):
         return _onednn_linear(x, w, layer.bias)
     if _trainable(x, layer.weight):
         return _Linear.apply(x, layer.weight, layer.bias)
@@ -82,7 +82,7 @@ def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 
 
 def _onednn_training(x: torch.Tensor) -> bool:
-    return MATMUL == "onednn" and _MKLDNN and x.dtype in _DTYPES
+    return matmul() == "onednn" and _MKLDNN and x.dtype in _DTYPES
 
 
 class _Linear(torch.autograd.Function):
@@ -191,4 +191,13 @@ def default_matmul(vendor: str | None = None, override: str | None = None) -> st
 CHUNK_TOKENS = 2048
 LINEAR_MAX_WEIGHT = 1 << 20
 REORIENT_MAX_IN = 256
-MATMUL = default_matmul()
+MATMUL: str | None = None  # set by matmul() at the first linear
+
+
+def matmul() -> str:
+    """The matmul library of this process, chosen once by `default_matmul`. Not at import: a bad
+    TLD_CPU_MATMUL then fails where the caller reports errors (one line from the CLI)."""
+    global MATMUL
+    if MATMUL is None:
+        MATMUL = default_matmul()
+    return MATMUL
