@@ -17,6 +17,7 @@ from tld import TLDPipeline
 from tld.cli import main
 from tld.encoders.colour import dominant_colour
 from tld.pipeline.folder import bundled_model_path
+from tld.pipeline.images import read_png_metadata
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +74,4 @@ def test_generate_without_model_writes_a_png(tmp_path):
     image = Image.open(out)
     assert image.size == (64, 64)
     assert dominant_colour(np.asarray(image.convert("RGB"))) == "red"
+    assert read_png_metadata(out)["model"] == "bundled:tld-emoji"

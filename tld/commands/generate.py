@@ -175,8 +175,20 @@ def save_output(out, output: str | Path, separate: bool, source: str) -> list[Pa
     return [save_png(make_grid(list(out)), output, meta)]
 
 
+def model_source(args: argparse.Namespace) -> str:
+    """What the PNG metadata records as the model: the folder or hub id, the original checkpoint,
+    or the bundled model's name when neither was given."""
+    if args.original:
+        return f"original:{args.original}"
+    if args.model:
+        return str(args.model)
+    from tld.pipeline.folder import BUNDLED_MODEL
+
+    return f"bundled:{BUNDLED_MODEL}"
+
+
 def _finish(args: argparse.Namespace, out) -> int:
-    source = args.model or f"original:{args.original}"
+    source = model_source(args)
     for path in save_output(out, args.output, args.separate, source):
         print(path)
     return 0
