@@ -119,15 +119,19 @@ def test_inference_linear_takes_onednn_by_the_machine_rule(matmul, monkeypatch):
 
 
 def test_default_matmul_follows_the_cpu_vendor_and_the_override():
-    assert default_matmul("GenuineIntel", "") == "blas"
-    assert default_matmul("", "") == "blas"  # unknown: torch's own choice
-    assert default_matmul("AuthenticAMD", "") == (
-        "onednn" if torch.backends.mkldnn.is_available() else "blas"
-    )
-    assert default_matmul("GenuineIntel", "onednn") == "onednn"
-    assert default_matmul("AuthenticAMD", "blas") == "blas"
+    onednn = "onednn" if torch.backends.mkldnn.is_available() else "blas"
+    assert default_matmul("GenuineIntel", "", avx512=True) == "blas"
+    assert default_matmul("", "", avx512=True) == "blas"  # unknown: torch's own choice
+    assert default_matmul("AuthenticAMD", "", avx512=True) == onednn  # Zen 4: MKL skips AVX-512
+    assert default_matmul("AuthenticAMD", "", avx512=False) == "blas"  # Zen 3: MKL's AVX2 is faster
+    assert default_matmul("GenuineIntel", "onednn", avx512=False) == "onednn"
+    assert default_matmul("AuthenticAMD", "blas", avx512=True) == "blas"
     with pytest.raises(TLDError, match="TLD_CPU_MATMUL must be 'onednn' or 'blas', got 'mkl'"):
         default_matmul("AuthenticAMD", "mkl")
+    # Without arguments: this machine's vendor and torch's CPU capability.
+    here = default_matmul(override="")
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert here == default_matmul(fused._cpu_vendor(), "", avx512=capability.startswith("AVX512"))
 
 
 def test_a_bad_override_fails_at_the_first_linear_not_at_import(monkeypatch):
@@ -146,3 +150,26 @@ def test_cpu_vendor_is_read_from_cpuinfo(tmp_path):
     info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n")
     assert fused._cpu_vendor(info) == "AuthenticAMD"
     assert fused._cpu_vendor(tmp_path / "missing") == ""
+
+
+@pytest.mark.parametrize("matmul", ["blas", "onednn"])
+def test_bfloat16_runs_on_every_cpu(matmul, monkeypatch):
+    # oneDNN has no bfloat16 kernels on AVX2-only CPUs (AMD Zen 3): there the fused paths must step
+    # aside for aten's ops rather than fail. On every CPU the result is the plain ops' to bf16 rounding.
+    monkeypatch.setattr(fused, "MATMUL", matmul)
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(32, 64).to(torch.bfloat16)
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1, groups=64).to(torch.bfloat16)
+    x = torch.randn(2, 16, 32, dtype=torch.bfloat16)
+    img = torch.randn(2, 64, 4, 4, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), _Calls() as ops:
+        got, got_conv = linear(layer, x), fused.depthwise_gelu(conv, img)
+    fused_ops = {"mkldnn._linear_pointwise", "mkldnn._convolution_pointwise"} & set(ops.names)
+    assert bool(fused_ops) == (torch.bfloat16 in fused._DTYPES)
+    torch.testing.assert_close(got, F.linear(x, layer.weight, layer.bias), rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(got_conv, F.gelu(conv(img)), rtol=2e-2, atol=2e-2)
+    x.requires_grad_(True)
+    linear(layer, x).float().sum().backward()  # the training linear, in bf16
+    assert x.grad is not None and x.grad.dtype == torch.bfloat16
+    expected = layer.weight.float().sum(0).expand(2, 16, 32)
+    torch.testing.assert_close(x.grad.float(), expected, rtol=2e-2, atol=2e-2)

@@ -6,16 +6,20 @@ takes the faster of two equal matmul orientations.
 The plain path computes `y = x @ W.T`, then copies the bias into a fresh buffer, and runs a second
 pass over the conv's 4x-wide output for GELU. The fused ops have no autograd formula, so they are
 used only where no graph is recorded (inference mode / no_grad), on CPU tensors of float32 or
-bfloat16, outside torch.compile (which makes its own fusions); everything else takes the plain
-ops.
+bfloat16 (bfloat16 only where oneDNN has kernels for it on this CPU), outside torch.compile (which
+makes its own fusions); everything else takes the plain ops.
 
 Which matmul library is faster depends on the CPU (docs/performance.md, one thread, fp32):
 - On Intel CPUs torch's BLAS (MKL) is as fast as oneDNN or faster. There the fused linear is taken
   only for weights of at most LINEAR_MAX_WEIGHT elements (over whole forwards it was 8-10% faster
   at the small shape's 128 x 512 weights and 5-9% slower at 101M's 768 x 3072), and training keeps
   aten's matmuls.
-- On other CPUs (AMD EPYC: MKL does not use AVX-512 there) oneDNN's matmul ran these shapes
-  1.1-1.4x faster, so every linear's forward and input gradient goes to oneDNN, in training too.
+- On other CPUs with AVX-512 (AMD EPYC Zen 4: MKL does not use AVX-512 there) oneDNN's matmul ran
+  these shapes 1.1-1.4x faster, so every linear's forward and input gradient goes to oneDNN, in
+  training too.
+- On AVX2-only AMD CPUs (Zen 3) MKL's AVX2 kernels were as fast as oneDNN's at the small shape and
+  faster at 101M (88-93 against 46-76 GFLOP/s; the 101M train step took 1.36x as long on oneDNN),
+  so they get the Intel rule.
 `matmul()` makes the choice ("onednn" or "blas") at the first linear and keeps it in `MATMUL`; the
 TLD_CPU_MATMUL environment variable overrides it. Every path computes the same function up to float rounding (tests/test_convert.py compares
 them with the original network, tests/test_model_paths.py each path with F.linear).
@@ -33,8 +37,18 @@ from torch import nn
 
 from tld.errors import TLDError
 
-_DTYPES = (torch.float32, torch.bfloat16)
 _MKLDNN = torch.backends.mkldnn.is_available()
+
+
+def _bf16_kernels() -> bool:
+    """Whether oneDNN has bfloat16 kernels on this CPU. On an AVX2-only CPU (AMD Zen 3, for one) it has
+    none: its linear and conv then fail with "could not create a primitive descriptor"."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(_MKLDNN and check is not None and check())
+
+
+# The dtypes the oneDNN paths take; any other dtype goes to aten's ops.
+_DTYPES = (torch.float32, torch.bfloat16) if _bf16_kernels() else (torch.float32,)
 
 
 def _compiling() -> bool:
@@ -176,16 +190,22 @@ def _cpu_vendor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return ""
 
 
-def default_matmul(vendor: str | None = None, override: str | None = None) -> str:
-    """ "onednn" or "blas": the TLD_CPU_MATMUL override if set, else "blas" on Intel CPUs and where
-    the vendor is unknown, "onednn" elsewhere (see the module docstring)."""
+def _avx512() -> bool:
+    """Whether torch's CPU kernels run at the AVX-512 level here (ATen's own CPU capability check)."""
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
+def default_matmul(vendor: str | None = None, override: str | None = None, avx512: bool | None = None) -> str:
+    """ "onednn" or "blas": the TLD_CPU_MATMUL override if set, else "onednn" on non-Intel CPUs with
+    AVX-512 and "blas" elsewhere: Intel, AVX2-only, or an unknown vendor (see the module docstring)."""
     override = os.environ.get("TLD_CPU_MATMUL", "") if override is None else override
     if override:
         if override not in ("onednn", "blas"):
             raise TLDError(f"TLD_CPU_MATMUL must be 'onednn' or 'blas', got {override!r}")
         return override
     vendor = _cpu_vendor() if vendor is None else vendor
-    return "onednn" if _MKLDNN and vendor not in ("", "GenuineIntel") else "blas"
+    avx512 = _avx512() if avx512 is None else avx512
+    return "onednn" if _MKLDNN and avx512 and vendor not in ("", "GenuineIntel") else "blas"
 
 
 CHUNK_TOKENS = 2048
