@@ -6,7 +6,7 @@ bundled model's `tld generate` start-up; transformers is already imported by dif
 is the same function: the tokenizer with padding to the longest caption and "longest_first"
 truncation at max_seq_length, the last hidden state as token embeddings, their mean over the
 attention mask as the sentence embedding, unit length if the folder has Normalize
-(tests/test_encoders.py compares it with SentenceTransformer). Folders with any other module,
+(tests/test_text_meanpool.py compares it with SentenceTransformer). Folders with any other module,
 pooling mode, lower-casing or default prompt return None from `read_layout` and are loaded by
 sentence-transformers itself.
 """

@@ -21,8 +21,9 @@ Which matmul library is faster depends on the CPU (docs/performance.md, one thre
   faster at 101M (88-93 against 46-76 GFLOP/s; the 101M train step took 1.36x as long on oneDNN),
   so they get the Intel rule.
 `matmul()` makes the choice ("onednn" or "blas") at the first linear and keeps it in `MATMUL`; the
-TLD_CPU_MATMUL environment variable overrides it. Every path computes the same function up to float rounding (tests/test_convert.py compares
-them with the original network, tests/test_model_paths.py each path with F.linear).
+TLD_CPU_MATMUL environment variable overrides it. Every path computes the same function up to
+float rounding (tests/test_convert.py compares them with the original network,
+tests/test_model_paths.py each path with F.linear).
 """
 
 from __future__ import annotations
