@@ -13,6 +13,7 @@ import torch
 from tld.encoders import load_text_encoder
 from tld.encoders.text_meanpool import MeanPooledTransformer, read_layout
 from tld.encoders.text_minilm import MiniLMTextEncoder, default_minilm_path
+from tld.errors import TLDError
 
 # Padding, stripping, case, non-ASCII, the empty caption and truncation at max_tokens all in one batch.
 CAPTIONS = ["a red car", "  A Crimson AUTOMOBILE \n", "", "héllo wörld 🎉", "word " * 300, "x"]
@@ -105,3 +106,11 @@ def test_fast_save_is_a_sentence_transformers_folder(tmp_path):
     assert torch.equal(
         load_text_encoder(tmp_path / "saved").encode(CAPTIONS).pooled, again.encode(CAPTIONS).pooled
     )
+
+
+def test_corrupt_weights_are_one_line(tmp_path):
+    folder = _copy_minilm(tmp_path)
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors").write_bytes(b"\xff" * 1000)
+    with pytest.raises(TLDError, match="cannot load a sentence-transformers model from .*: .*header"):
+        load_text_encoder(folder)

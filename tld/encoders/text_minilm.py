@@ -62,9 +62,11 @@ class MiniLMTextEncoder(BaseTextEncoder):
         source = str(spec["path"]) if spec["path"] else default_minilm_path()
         if not Path(source).is_dir():
             raise TLDError(f"sentence-transformers folder not found: {source}")
+        from safetensors import SafetensorError
+
         try:
             model = _load(Path(source), device)
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, SafetensorError) as e:  # a corrupt weights file too
             raise TLDError(f"cannot load a sentence-transformers model from {source}: {first_line(e)}") from e
         return cls(spec, model, device)
 
