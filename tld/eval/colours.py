@@ -38,6 +38,32 @@ def check_colour_words(colours: Sequence[str], objects: Sequence[str], seeds: in
         raise TLDError(f"seeds must be an integer >= 1, got {seeds!r}")
 
 
+def table_pipeline(model: Any, device: str | None = None, **overrides: Any) -> tuple[Any, Any]:
+    """The pipeline (`model` is a folder, a hub id or a TLDPipeline) and its sampling defaults with the
+    non-None `overrides` (cfg, steps, sampler, schedule, cfg_schedule), validated: the setting of a
+    per-prompt table (this one, tld.eval.shapes)."""
+    from tld import TLDPipeline
+
+    pipe = model if isinstance(model, TLDPipeline) else TLDPipeline.from_pretrained(str(model), device=device)
+    settings = pipe.sampling.updated(**overrides)
+    settings.validate()
+    return pipe, settings
+
+
+def seeded_images(pipe: Any, settings: Any, prompt: str, seeds: int, seed_start: int) -> list[Any]:
+    """The images of one prompt for seeds `seed_start ... seed_start + seeds - 1` under `settings`."""
+    return pipe(
+        prompt, cfg=settings.cfg, steps=settings.steps, sampler=settings.sampler, schedule=settings.schedule,
+        cfg_schedule=settings.cfg_schedule or [], seed=list(range(seed_start, seed_start + seeds)), num_images=seeds, progress=False,
+    )  # fmt: skip
+
+
+def settings_record(settings: Any, seed_start: int) -> dict[str, Any]:
+    """The sampling setting of a table, as its summary records it."""
+    return {"cfg": settings.cfg, "cfg_schedule": settings.cfg_schedule, "steps": settings.steps,
+            "sampler": settings.sampler, "schedule": settings.schedule, "seed_start": seed_start}  # fmt: skip
+
+
 def colour_table(
     model: Any,
     colours: Sequence[str],
@@ -58,21 +84,14 @@ def colour_table(
     None settings are the model's defaults (a `cfg` without a `cfg_schedule` is a constant scale)."""
     from tqdm.auto import tqdm
 
-    from tld import TLDPipeline
-
     check_colour_words(colours, objects, seeds)
-    pipe = model if isinstance(model, TLDPipeline) else TLDPipeline.from_pretrained(str(model), device=device)
-    settings = pipe.sampling.updated(
-        cfg=cfg, steps=steps, sampler=sampler, schedule=schedule, cfg_schedule=cfg_schedule
+    pipe, settings = table_pipeline(
+        model, device, cfg=cfg, steps=steps, sampler=sampler, schedule=schedule, cfg_schedule=cfg_schedule
     )
-    settings.validate()
     prompts = [(colour, f"{colour} {obj}") for obj in objects for colour in colours]
     rows, t0 = [], time.perf_counter()
     for colour, prompt in tqdm(prompts, desc="colour prompts", unit="prompt", disable=not progress):
-        images = pipe(
-            prompt, cfg=settings.cfg, steps=settings.steps, sampler=settings.sampler, schedule=settings.schedule,
-            cfg_schedule=settings.cfg_schedule or [], seed=list(range(seed_start, seed_start + seeds)), num_images=seeds, progress=False,
-        )  # fmt: skip
+        images = seeded_images(pipe, settings, prompt, seeds, seed_start)
         got = [dominant_colour(np.asarray(im.convert("RGB"))) for im in images]
         rows.append({"prompt": prompt, "colour": colour, "hits": sum(g == colour for g in got),
                      "seeds": seeds, "dominant": got})  # fmt: skip
@@ -81,8 +100,7 @@ def colour_table(
         c: sum(r["hits"] for r in rows if r["colour"] == c) / (seeds * len(objects)) for c in colours
     }
     return {
-        "cfg": settings.cfg, "cfg_schedule": settings.cfg_schedule, "steps": settings.steps, "sampler": settings.sampler,
-        "schedule": settings.schedule, "seed_start": seed_start,
+        **settings_record(settings, seed_start),
         "rows": rows, "per_colour": per_colour, "overall": hits / total, "images": total,
         "seconds": time.perf_counter() - t0,
     }  # fmt: skip
