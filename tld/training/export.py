@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tld.errors import TLDError
-from tld.model.files import CONFIG_NAME, update_config_json
+from tld.model.files import CONFIG_NAME, read_config_json, update_config_json
 from tld.training import checkpoint as ckpt
 
 
@@ -40,6 +40,23 @@ def _export_text_encoder(spec: dict[str, Any], out: Path, copy_local: bool) -> A
     return spec
 
 
+def sampling_defaults(train_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The `sampling` entry of an exported model folder.
+
+    A fine-tune inherits its base model folder's defaults (they were tuned for those weights);
+    otherwise the settings of the training config's sample grids, which the user watched while
+    training, become the model's defaults.
+    """
+    base = train_cfg.get("init_from")
+    if base and Path(str(base)).is_dir():
+        inherited = read_config_json(base).get("sampling")
+        if inherited:
+            return dict(inherited)
+    sample = train_cfg.get("sample") or {}
+    names = ("cfg", "steps", "sampler", "schedule")
+    return {name: sample[name] for name in names if sample.get(name) is not None}
+
+
 def export_checkpoint(
     checkpoint: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -50,6 +67,7 @@ def export_checkpoint(
 
     The VAE and text encoder come from the training dataset's meta.json: hub ids stay specs in
     config.json; local folders are re-saved as `vae/` and `text_encoder/` so the export is self-contained.
+    The sampling defaults come from the fine-tuned base model or the training config's `sample`.
     """
     from tld.model import Denoiser, DenoiserConfig
     from tld.model.state import load_checked
@@ -79,6 +97,7 @@ def export_checkpoint(
         "text_encoder": _export_text_encoder(text_spec or {}, out, copy_local_components),
         "ema": bool(ema),
         "text_tokens": bool(dataset.get("text_tokens", False)),
+        "sampling": sampling_defaults(train_cfg),
         "training": {
             "step": state["step"],
             "dataset": dataset.get("path"),

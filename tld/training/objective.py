@@ -12,6 +12,7 @@ from torch import nn
 from tld.data import Batch, LatentDataset
 from tld.errors import TLDError
 from tld.model import check_inputs
+from tld.model.files import read_config_json
 from tld.model.surgery import grow_input_channels, inpaint_concat
 from tld.training.augment import AUGMENT_COND_DIM, augment_latents, random_masks
 from tld.training.config import OptimConfig, TrainConfig
@@ -66,12 +67,67 @@ def load_init_model(path: str) -> nn.Module:
     raise TLDError(f"init_from {path!r} is neither a model folder nor a checkpoint file")
 
 
+# The fields that name a text encoder; a path or a truncation length may differ between machines.
+_ENCODER_IDENTITY = ("backend", "model", "pretrained")
+
+
+def check_init_from(config: TrainConfig, data: LatentDataset, net: nn.Module) -> None:
+    """A fine-tune keeps its base model's shapes, text conditioning and parameterization.
+
+    Refuses, in one line naming the setting, what would silently change them: `model` overrides
+    that differ from the base network, a dataset with pooled text under a per-token model (or the
+    reverse), a different text encoder, or another parameterization.
+    """
+    source = f"init_from model {config.init_from}"
+    base_net = net.config.to_dict()
+    wrong = [f"{k}={v!r} (base has {base_net[k]!r})" for k, v in config.model.items()
+             if k in base_net and _as_list(v) != _as_list(base_net[k])]  # fmt: skip
+    if wrong:
+        raise TLDError(
+            f"{source} keeps its own shapes, but config.model sets {', '.join(wrong)}; "
+            "drop these overrides (e.g. --set model={})"
+        )
+    folder = Path(config.init_from)
+    base = read_config_json(folder) if folder.is_dir() else {}
+    if not base or data.condition != "text":
+        return
+    if "text_tokens" in base and bool(base["text_tokens"]) != data.tokens:
+        have, need = ("pooled", "per-token") if base["text_tokens"] else ("per-token", "pooled")
+        fix = "re-encode the dataset with `tld preprocess encode --text-tokens`"
+        raise TLDError(
+            f"{source} reads {need} text embeddings but the dataset (data.text={config.data.text}) "
+            f"gives {have} ones; {fix if need == 'per-token' else 'set data.text=pooled'}"
+        )
+    mine, theirs = base.get("text_encoder"), data.arrays.meta.text_encoder
+    if isinstance(mine, dict) and isinstance(theirs, dict) and theirs.get("backend"):
+        differ = [k for k in _ENCODER_IDENTITY if mine.get(k) != theirs.get(k)]
+        if differ:
+            raise TLDError(
+                f"{source} was trained with text encoder {_spec_text(mine)} but the dataset "
+                f"was encoded with {_spec_text(theirs)}; encode it with the same text encoder"
+            )
+    param = base.get("parameterization")
+    if isinstance(param, dict) and param.get("name") != config.diffusion.parameterization.get("name"):
+        raise TLDError(
+            f"{source} uses the {param.get('name')!r} parameterization but "
+            f"diffusion.parameterization is {config.diffusion.parameterization.get('name')!r}; set it to match"
+        )
+
+
+def _spec_text(spec: dict[str, Any]) -> str:
+    return "/".join(str(spec[k]) for k in _ENCODER_IDENTITY if spec.get(k))
+
+
 def build_model(config: TrainConfig, data: LatentDataset) -> nn.Module:
     from tld.model import Denoiser
 
     if not config.init_from:
         return Denoiser(resolve_model_config(config, data))
     net = load_init_model(config.init_from)
+    base = read_config_json(config.init_from) if Path(config.init_from).is_dir() else {}
+    if config.data.text == "auto" and base.get("text_tokens") is False:
+        data.tokens = False  # per-token rows pool into what a pooled base model reads
+    check_init_from(config, data, net)
     expected = _data_fields(config, data)
     if config.inpaint.enabled and net.config.in_channels != expected["in_channels"]:
         net = grow_input_channels(net, expected["in_channels"])
