@@ -16,6 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from tld.errors import TLDError
 from tld.model import Denoiser, DenoiserConfig
 from tld.model.convert import infer_config, load_original_tld, rename_original
+from tld.model.cpu import apply_cpu_kernels
 
 
 def _inputs(batch=3, image=8, text=24, seed=1):
@@ -147,11 +148,13 @@ class _OpNames(TorchDispatchMode):
 
 @pytest.mark.parametrize("variant", ["released", "main"])
 @pytest.mark.parametrize("mode", ["grad", "no_grad", "inference_mode"])
-def test_every_execution_path_equals_the_original(variant, mode):
-    # float32 on the CPU: autograd uses the plain ops, no_grad / inference_mode the fused oneDNN
-    # kernels (tld.model.fused); each must compute the original function.
+@pytest.mark.parametrize("kernels", ["off", "blas", "onednn"])
+def test_every_execution_path_equals_the_original(variant, mode, kernels):
+    # float32 on the CPU: the plain network ("off"), and the CPU kernel policy (tld.model.cpu), whose
+    # autograd path is the custom training linear and whose no_grad / inference_mode path the fused
+    # oneDNN kernels; each must compute the original function.
     orig = _original(embed=128, layers=2, variant=variant)
-    net = load_original_tld(orig.state_dict(), variant=variant)
+    net = apply_cpu_kernels(load_original_tld(orig.state_dict(), variant=variant), kernels)
     x, t, label = _inputs(batch=4)
     with torch.no_grad():
         expected = orig(x, t, label)
@@ -165,7 +168,7 @@ def test_every_execution_path_equals_the_original(variant, mode):
             got = net(x, t[:, 0], text_emb=label)
     assert got.requires_grad == (mode == "grad")
     assert ("mkldnn._convolution_pointwise" in ops.names) == (
-        mode != "grad" and torch.backends.mkldnn.is_available()
+        mode != "grad" and kernels != "off" and torch.backends.mkldnn.is_available()
     )
     torch.testing.assert_close(got.detach(), expected, rtol=1e-5, atol=1e-5)
 
@@ -186,11 +189,10 @@ def test_gradients_equal_the_originals():
 
 def test_chunked_inference_equals_the_original():
     # Enough rows that CPU inference runs the blocks on more than one chunk of rows.
-    from tld.model import fused
-
     orig = _original(embed=64, layers=1, variant="main")
-    net = load_original_tld(orig.state_dict(), variant="main")
-    x, t, label = _inputs(batch=fused.CHUNK_TOKENS // 16 + 3)  # 16 tokens per 8x8 latent
+    net = apply_cpu_kernels(load_original_tld(orig.state_dict(), variant="main"), "auto")
+    chunk = net.inference_chunk_tokens or 2048
+    x, t, label = _inputs(batch=chunk // 16 + 3)  # 16 tokens per 8x8 latent
     with torch.inference_mode():
-        assert fused.rows_per_chunk(torch.zeros(len(x), 16, 64)) < len(x)
+        assert net._chunk_rows(torch.zeros(len(x), 16, 64)) < len(x) or not net.inference_chunk_tokens
         torch.testing.assert_close(net(x, t[:, 0], text_emb=label), orig(x, t, label), rtol=1e-5, atol=1e-5)

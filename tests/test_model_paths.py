@@ -1,5 +1,5 @@
 """The network's faster paths compute the same function as the plain ones: the cross-attention with
-its query projection folded into the keys, and the CPU training linear (tld.model.fused._Linear)."""
+its query projection folded into the keys, and the CPU kernel policy's modules (tld.model.cpu)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,27 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from tld.errors import TLDError
-from tld.model import Denoiser, DenoiserConfig, fused
+from tld.model import Denoiser, DenoiserConfig
 from tld.model.blocks import CrossAttention, folds_query
-from tld.model.fused import default_matmul, linear
+from tld.model.cpu import (
+    CPUKernels,
+    CPULinear,
+    DepthwiseGELU,
+    apply_cpu_kernels,
+    cpu_vendor,
+    onednn_bf16,
+    resolve_cpu_kernels,
+)
+
+ONEDNN = torch.backends.mkldnn.is_available()
+
+
+def _linear(layer: torch.nn.Linear, policy: CPUKernels) -> torch.nn.Linear:
+    """`layer` as the policy's CPULinear (the same parameters)."""
+    holder = torch.nn.Module()
+    holder.blocks = torch.nn.ModuleList([torch.nn.Sequential(layer)])
+    apply_cpu_kernels(holder, policy)
+    return holder.blocks[0][0]
 
 
 def _grads(out: torch.Tensor, upstream: torch.Tensor, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -77,16 +95,16 @@ def test_denoiser_folds_cross_attention_for_few_conditioning_tokens(text_tokens)
 @pytest.mark.parametrize("shape", [(24, 96), (96, 24), (300, 600)])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("matmul", ["blas", "onednn"])
-def test_training_linear_equals_f_linear(shape, bias, matmul, monkeypatch):
-    monkeypatch.setattr(fused, "MATMUL", matmul)
+def test_training_linear_equals_f_linear(shape, bias, matmul):
     torch.manual_seed(0)
-    layer = torch.nn.Linear(*shape, bias=bias)
+    layer = _linear(torch.nn.Linear(*shape, bias=bias), CPUKernels(matmul=matmul, bf16=onednn_bf16()))
+    assert isinstance(layer, CPULinear)
     x = torch.randn(2, 7, shape[0], requires_grad=True)
     with _Calls() as ops:
-        linear(layer, x).sum().backward()
+        layer(x).sum().backward()
     layer.zero_grad(set_to_none=True)
-    got, expected = linear(layer, x), F.linear(x, layer.weight, layer.bias)
-    assert got.grad_fn.name() == "_LinearBackward"  # the custom function, not addmm's backward
+    got, expected = layer(x), F.linear(x, layer.weight, layer.bias)
+    assert got.grad_fn.name() == "_LinearFnBackward"  # the custom function, not addmm's backward
     # oneDNN runs the forward and the input gradient where chosen, aten the rest.
     assert ops.names.count("mkldnn._linear_pointwise") == (2 if matmul == "onednn" else 0)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
@@ -96,80 +114,120 @@ def test_training_linear_equals_f_linear(shape, bias, matmul, monkeypatch):
     for a, b in zip(_grads(got, upstream, tensors), reference):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     for _ in range(2):  # accumulated as gradient accumulation does
-        linear(layer, x).backward(upstream)
+        layer(x).backward(upstream)
     assert layer.weight.grad.is_contiguous()  # the optimizer sees the parameter's own layout
     torch.testing.assert_close(layer.weight.grad, 2 * reference[1], rtol=1e-5, atol=1e-6)
     with torch.no_grad():
-        torch.testing.assert_close(linear(layer, x), expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("matmul", ["blas", "onednn"])
-def test_inference_linear_takes_onednn_by_the_machine_rule(matmul, monkeypatch):
-    monkeypatch.setattr(fused, "MATMUL", matmul)
-    monkeypatch.setattr(fused, "LINEAR_MAX_WEIGHT", 24 * 96)
+def test_inference_linear_takes_onednn_by_the_machine_rule(matmul):
+    policy = CPUKernels(matmul=matmul, linear_max_weight=24 * 96)
     torch.manual_seed(0)
     cases = [((24, 96), True, True), ((48, 96), True, False), ((24, 96), False, False)]
     for shape, bias, small_biased in cases:
-        layer = torch.nn.Linear(*shape, bias=bias)
+        layer = _linear(torch.nn.Linear(*shape, bias=bias), policy)
         x = torch.randn(2, 7, shape[0])
         with torch.no_grad(), _Calls() as ops:
-            got = linear(layer, x)
+            got = layer(x)
         assert ("mkldnn._linear_pointwise" in ops.names) == (small_biased or matmul == "onednn")
         torch.testing.assert_close(got, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-6)
 
 
-def test_default_matmul_follows_the_cpu_vendor_and_the_override():
-    onednn = "onednn" if torch.backends.mkldnn.is_available() else "blas"
-    assert default_matmul("GenuineIntel", "", avx512=True) == "blas"
-    assert default_matmul("", "", avx512=True) == "blas"  # unknown: torch's own choice
-    assert default_matmul("AuthenticAMD", "", avx512=True) == onednn  # Zen 4: MKL skips AVX-512
-    assert default_matmul("AuthenticAMD", "", avx512=False) == "blas"  # Zen 3: MKL's AVX2 is faster
-    assert default_matmul("GenuineIntel", "onednn", avx512=False) == "onednn"
-    assert default_matmul("AuthenticAMD", "blas", avx512=True) == "blas"
-    with pytest.raises(TLDError, match="TLD_CPU_MATMUL must be 'onednn' or 'blas', got 'mkl'"):
-        default_matmul("AuthenticAMD", "mkl")
+def test_auto_policy_follows_the_cpu_vendor():
+    if not ONEDNN:
+        assert resolve_cpu_kernels("auto") is None
+        return
+    assert resolve_cpu_kernels("auto", "GenuineIntel", avx512=True).matmul == "blas"
+    assert resolve_cpu_kernels("auto", "", avx512=True).matmul == "blas"  # unknown: torch's own choice
+    assert resolve_cpu_kernels("auto", "AuthenticAMD", avx512=True).matmul == "onednn"  # Zen 4
+    assert resolve_cpu_kernels("auto", "AuthenticAMD", avx512=False).matmul == "blas"  # Zen 3
+    assert resolve_cpu_kernels("onednn", "GenuineIntel", avx512=False).matmul == "onednn"
+    assert resolve_cpu_kernels("blas", "AuthenticAMD", avx512=True).matmul == "blas"
+    assert resolve_cpu_kernels("off") is None
+    with pytest.raises(TLDError, match="cpu_kernels must be one of auto, onednn, blas, off, got 'mkl'"):
+        resolve_cpu_kernels("mkl")
     # Without arguments: this machine's vendor and torch's CPU capability.
-    here = default_matmul(override="")
     capability = torch.backends.cpu.get_cpu_capability()
-    assert here == default_matmul(fused._cpu_vendor(), "", avx512=capability.startswith("AVX512"))
-
-
-def test_a_bad_override_fails_at_the_first_linear_not_at_import(monkeypatch):
-    monkeypatch.setattr(fused, "MATMUL", None)
-    monkeypatch.setenv("TLD_CPU_MATMUL", "mkl")
-    layer = torch.nn.Linear(4, 8)
-    with torch.no_grad(), pytest.raises(TLDError, match="TLD_CPU_MATMUL must be 'onednn' or 'blas'"):
-        linear(layer, torch.randn(2, 4))
-    monkeypatch.setenv("TLD_CPU_MATMUL", "blas")
-    linear(layer, torch.randn(2, 4))
-    assert fused.MATMUL == "blas"
+    expected = resolve_cpu_kernels("auto", cpu_vendor(), avx512=capability.startswith("AVX512"))
+    assert resolve_cpu_kernels("auto") == expected
 
 
 def test_cpu_vendor_is_read_from_cpuinfo(tmp_path):
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n")
-    assert fused._cpu_vendor(info) == "AuthenticAMD"
-    assert fused._cpu_vendor(tmp_path / "missing") == ""
+    assert cpu_vendor(info) == "AuthenticAMD"
+    assert cpu_vendor(tmp_path / "missing") == ""
+
+
+def test_policy_swaps_modules_in_place_and_off_restores_the_plain_network():
+    torch.manual_seed(0)
+    net = Denoiser(DenoiserConfig.preset("tiny")).eval()
+    plain_state = {k: v.clone() for k, v in net.state_dict().items()}
+    x, t, text = torch.randn(3, 4, 8, 8), torch.rand(3), torch.randn(3, 16)
+    with torch.no_grad():
+        expected = net(x, t, text_emb=text)
+    params = [id(p) for p in net.parameters()]
+    apply_cpu_kernels(net, CPUKernels(matmul="onednn" if ONEDNN else "blas", chunk_tokens=16))
+    assert [id(p) for p in net.parameters()] == params  # the same tensors: optimizers and EMA keep them
+    assert net.inference_chunk_tokens == 16
+    ffn = net.blocks[0].ffn
+    assert isinstance(ffn.fc1, CPULinear) and isinstance(ffn.dwconv, DepthwiseGELU)
+    assert isinstance(ffn.act, torch.nn.Identity) and isinstance(net.blocks[0].attn.qkv, CPULinear)
+    assert net.state_dict().keys() == plain_state.keys()
+    with torch.no_grad():  # 16 tokens a chunk: one row at a time
+        torch.testing.assert_close(net(x, t, text_emb=text), expected, rtol=1e-5, atol=1e-5)
+    apply_cpu_kernels(net, "off")
+    assert type(net.blocks[0].ffn.fc1) is torch.nn.Linear and type(net.blocks[0].ffn.dwconv) is torch.nn.Conv2d
+    assert isinstance(net.blocks[0].ffn.act, torch.nn.GELU) and net.inference_chunk_tokens == 0
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, t, text_emb=text), expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("matmul", ["blas", "onednn"])
-def test_bfloat16_runs_on_every_cpu(matmul, monkeypatch):
+def test_bfloat16_runs_on_every_cpu(matmul):
     # oneDNN has no bfloat16 kernels on AVX2-only CPUs (AMD Zen 3): there the fused paths must step
     # aside for aten's ops rather than fail. On every CPU the result is the plain ops' to bf16 rounding.
-    monkeypatch.setattr(fused, "MATMUL", matmul)
+    policy = CPUKernels(matmul=matmul, bf16=onednn_bf16())
     torch.manual_seed(0)
-    layer = torch.nn.Linear(32, 64).to(torch.bfloat16)
-    conv = torch.nn.Conv2d(64, 64, 3, padding=1, groups=64).to(torch.bfloat16)
+    layer = _linear(torch.nn.Linear(32, 64).to(torch.bfloat16), policy)
+    plain_conv = torch.nn.Conv2d(64, 64, 3, padding=1, groups=64).to(torch.bfloat16)
+    ffn_holder = torch.nn.Module()
+    from tld.model.blocks import LocalFFN
+
+    ffn = LocalFFN(16, 4, 0.0).to(torch.bfloat16)
+    ffn.dwconv = plain_conv
+    ffn_holder.blocks = torch.nn.ModuleList([ffn])
+    apply_cpu_kernels(ffn_holder, policy)
     x = torch.randn(2, 16, 32, dtype=torch.bfloat16)
     img = torch.randn(2, 64, 4, 4, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
     with torch.no_grad(), _Calls() as ops:
-        got, got_conv = linear(layer, x), fused.depthwise_gelu(conv, img)
+        got, got_conv = layer(x), ffn.dwconv(img)
     fused_ops = {"mkldnn._linear_pointwise", "mkldnn._convolution_pointwise"} & set(ops.names)
-    assert bool(fused_ops) == (torch.bfloat16 in fused._DTYPES)
+    assert bool(fused_ops) == (torch.bfloat16 in policy.dtypes)
     torch.testing.assert_close(got, F.linear(x, layer.weight, layer.bias), rtol=2e-2, atol=2e-2)
-    torch.testing.assert_close(got_conv, F.gelu(conv(img)), rtol=2e-2, atol=2e-2)
+    expected_conv = F.gelu(F.conv2d(img, ffn.dwconv.weight, ffn.dwconv.bias, padding=1, groups=64))
+    torch.testing.assert_close(got_conv, expected_conv, rtol=2e-2, atol=2e-2)
     x.requires_grad_(True)
-    linear(layer, x).float().sum().backward()  # the training linear, in bf16
+    layer(x).float().sum().backward()  # the training linear, in bf16
     assert x.grad is not None and x.grad.dtype == torch.bfloat16
     expected = layer.weight.float().sum(0).expand(2, 16, 32)
     torch.testing.assert_close(x.grad.float(), expected, rtol=2e-2, atol=2e-2)
+
+
+def test_chunked_inference_with_a_per_token_text_mask_equals_whole_batches():
+    # The bundled model's path above 16 guided images: per-token text with padding, rows in chunks.
+    torch.manual_seed(0)
+    net = Denoiser(DenoiserConfig.preset("tiny")).eval()
+    b, tokens = 5, 6
+    x, t, text = torch.randn(b, 4, 8, 8), torch.rand(b), torch.randn(b, tokens, 16)
+    mask = torch.arange(tokens)[None] < torch.tensor([6, 1, 3, 6, 2])[:, None]
+    drop = torch.tensor([False, True, False, False, True])
+    with torch.no_grad():
+        expected = net(x, t, text_emb=text, text_mask=mask, drop_cond=drop)
+    apply_cpu_kernels(net, CPUKernels(chunk_tokens=32))  # 16 tokens per latent: 2 rows a chunk
+    with torch.no_grad():
+        assert net._chunk_rows(torch.zeros(b, 16, 32)) == 2
+        got = net(x, t, text_emb=text, text_mask=mask, drop_cond=drop)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

@@ -45,6 +45,10 @@ class DenoiserConfig:
     # Width of the flattened patch before projection; None: in_channels * patch_size**2. Inpainting
     # models grown from a base keep the base's width so the grown model starts equal to it.
     patch_dim: int | None = None
+    # Trunk options of the quality issue (docs/model.md): all off reproduces the TLD network.
+    adaln: bool = False  # DiT's adaLN-Zero modulation by the noise level + pooled condition (pre-norm)
+    skips: bool = False  # U-ViT long skips: block i's output feeds block depth-1-i (first half -> last)
+    qk_norm: bool = False  # RMS-normalised queries and keys in self- and cross-attention
 
     def __post_init__(self) -> None:
         if isinstance(self.latent_size, int):
@@ -66,6 +70,8 @@ class DenoiserConfig:
             raise TLDError(f"norm_position must be one of {NORM_POSITIONS}, got {self.norm_position!r}")
         if self.head_layout not in HEAD_LAYOUTS:
             raise TLDError(f"head_layout must be one of {HEAD_LAYOUTS}, got {self.head_layout!r}")
+        if self.adaln and self.norm_position != "pre":
+            raise TLDError("adaln=True needs norm_position='pre' (adaLN modulates the pre-norm inputs)")
         if not 0.0 <= self.dropout < 1.0:
             raise TLDError(f"dropout must be in [0, 1), got {self.dropout}")
         for heads, name in ((self.heads, "num_heads"), (self.cross_attn_heads, "cross_heads")):

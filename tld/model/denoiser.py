@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -12,8 +10,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from tld.errors import TLDError
-from tld.model import fused
-from tld.model.blocks import PatchEmbed, SinusoidalEmbedding, TransformerBlock
+from tld.model.blocks import PatchEmbed, SinusoidalEmbedding, TokenContext, TransformerBlock, modulate
 from tld.model.config import DenoiserConfig
 from tld.model.files import CONFIG_NAME, WEIGHTS_NAME, update_config_json
 from tld.model.inputs import Conditioning
@@ -25,8 +22,13 @@ class Denoiser(nn.Module):
 
     Conditioning tokens: the noise-level embedding (plus the optional extra conditioning vector),
     the projected text embedding(s) and an optional class token, LayerNorm-ed together; every block
-    cross-attends to them. `forward` is pure math: inputs are checked where they enter
-    (`tld.model.check_inputs`, called by the pipeline, the dataset and the first training batch).
+    cross-attends to them. With `adaln` their sum (text tokens averaged) also modulates every block.
+    `forward` is pure math: inputs are checked where they enter (`tld.model.check_inputs`, called by
+    the pipeline, the dataset and the first training batch).
+
+    Two switches are not part of the config (they change how, not what, it computes):
+    `grad_checkpointing` (training memory) and `inference_chunk_tokens` (without autograd, run the
+    blocks on batch chunks of about this many tokens; set by `tld.model.cpu`, 0 = whole batches).
     """
 
     def __init__(self, config: DenoiserConfig | None = None):
@@ -60,14 +62,26 @@ class Denoiser(nn.Module):
                 cfg.dropout,
                 cfg.norm_position,
                 cfg.head_layout,
+                cfg.qk_norm,
+                cfg.adaln,
             )
             for _ in range(cfg.depth)
+        )
+        # U-ViT: the last depth//2 blocks each take a first-half block's output, mixed in by a linear.
+        self.skip_proj = (
+            nn.ModuleList(nn.Linear(2 * e, e) for _ in range(cfg.depth // 2)) if cfg.skips else None
         )
         # Post-norm blocks already end in a LayerNorm; pre-norm ones need one before the output.
         pre_norm_end = cfg.norm_position == "pre" and cfg.final_norm
         self.final_norm = nn.LayerNorm(e) if pre_norm_end else nn.Identity()
+        self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(e, 2 * e)) if cfg.adaln else None
         self.out_proj = nn.Linear(e, cfg.out_channels * cfg.patch_size**2)
+        if cfg.adaln:  # adaLN-Zero: the output starts at zero too
+            for layer in (self.final_ada[1], self.out_proj):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
         self.grad_checkpointing = False
+        self.inference_chunk_tokens = 0
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
@@ -88,8 +102,10 @@ class Denoiser(nn.Module):
 
     def conditioning(
         self, batch: int, noise_level: torch.Tensor, c: Conditioning
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The normalised conditioning tokens (B, M, E) and their key mask (B, M) or None."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The normalised conditioning tokens (B, M, E), their key mask (B, M) or None, and the
+        adaLN vector (B, E) (None without adaln): the sum of the unnormalised tokens, with the text
+        tokens averaged over the kept ones."""
         cfg = self.config
         weight = self.noise_mlp[0].weight
         drop_cond = c.drop_cond
@@ -130,21 +146,28 @@ class Denoiser(nn.Module):
             masks.append(None)
 
         cond = self.cond_norm(torch.cat(tokens, dim=1))
+        vec = _pooled_sum(tokens, masks) if cfg.adaln else None
         if all(m is None for m in masks):
-            return cond, None
+            return cond, None, vec
         full = [
             m if m is not None else torch.ones(batch, t.shape[1], dtype=torch.bool, device=cond.device)
             for m, t in zip(masks, tokens)
         ]
-        return cond, torch.cat(full, dim=1)
+        return cond, torch.cat(full, dim=1), vec
 
     def forward(
-        self, x: torch.Tensor, noise_level: torch.Tensor | float, **conditioning: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        noise_level: torch.Tensor | float,
+        keep: torch.Tensor | None = None,
+        **conditioning: torch.Tensor | None,
     ) -> torch.Tensor:
         """(B, in_channels, H, W) and the noise level -> (B, out_channels, H, W).
 
         Conditioning is keyword-only: text_emb, text_mask, class_labels, extra_cond, drop_cond
-        (see `tld.model.Conditioning`); a missing one means its null value.
+        (see `tld.model.Conditioning`); a missing one means its null value. `keep` (B, K) long,
+        masked training only: the indices (row-major over the patch grid) of the patch tokens the
+        blocks see; the output's dropped patches are zeros (the loss must skip them).
         """
         if not torch.is_tensor(noise_level):
             noise_level = torch.tensor(float(noise_level), device=x.device)
@@ -154,32 +177,55 @@ class Denoiser(nn.Module):
         grid = (h // p, w // p)
 
         tokens = self.patch_embed(x) + self.positional(grid).to(x.dtype)
-        cond, mask = self.conditioning(b, noise_level, Conditioning(**conditioning))
-        rows = fused.rows_per_chunk(tokens)
+        if keep is not None:
+            tokens = tokens.gather(1, keep[:, :, None].expand(-1, -1, tokens.shape[-1]))
+        cond, mask, vec = self.conditioning(b, noise_level, Conditioning(**conditioning))
+        ctx = TokenContext(cond, mask, grid, keep, vec)
+        rows = self._chunk_rows(tokens)
         if rows < b:  # rows are independent: chunks give the same result, with better locality
-            parts = zip(tokens.split(rows), cond.split(rows), _split(mask, rows))
-            tokens = torch.cat([self.trunk(*part, grid) for part in parts])
+            parts = [self.trunk(tokens[i : i + rows], ctx.rows(i, i + rows)) for i in range(0, b, rows)]
+            tokens = torch.cat(parts)
         else:
-            tokens = self.trunk(tokens, cond, mask, grid)
-        out = self.out_proj(self.final_norm(tokens))
+            tokens = self.trunk(tokens, ctx)
+        out = self.head(tokens, ctx.vec)
+        if keep is not None:
+            full = out.new_zeros(b, grid[0] * grid[1], out.shape[-1])
+            out = full.scatter(1, keep[:, :, None].expand(-1, -1, out.shape[-1]), out)
         out = out.view(b, grid[0], grid[1], cfg.out_channels, p, p).permute(0, 3, 1, 4, 2, 5)
         return out.reshape(b, cfg.out_channels, h, w)
 
-    def trunk(
-        self, tokens: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None, grid: tuple[int, int]
-    ) -> torch.Tensor:
-        """The transformer blocks over (B, N, E) tokens.
+    def head(self, tokens: torch.Tensor, vec: torch.Tensor | None) -> torch.Tensor:
+        """Final norm (adaLN-modulated with `adaln`) and the projection to patch pixels."""
+        tokens = self.final_norm(tokens)
+        if self.final_ada is not None:
+            shift, scale = self.final_ada(vec)[:, None].chunk(2, dim=-1)
+            tokens = modulate(tokens, shift, scale)
+        return self.out_proj(tokens)
+
+    def _chunk_rows(self, tokens: torch.Tensor) -> int:
+        b, n = tokens.shape[:2]
+        if not self.inference_chunk_tokens or torch.is_grad_enabled():
+            return b
+        return max(1, self.inference_chunk_tokens // max(n, 1))
+
+    def trunk(self, tokens: torch.Tensor, ctx: TokenContext) -> torch.Tensor:
+        """The transformer blocks over (B, N, E) tokens, with U-ViT skips when configured.
 
         With `grad_checkpointing` (a training switch, not part of the config) each block keeps only
         its input for the backward pass and runs again there: activation memory drops from all
         blocks' to about one block's, for about one more forward pass of compute.
         """
         checkpointed = self.grad_checkpointing and torch.is_grad_enabled()
-        for block in self.blocks:
+        depth, skips = len(self.blocks), []
+        for i, block in enumerate(self.blocks):
+            if self.skip_proj is not None and i >= depth - len(self.skip_proj):
+                tokens = self.skip_proj[depth - 1 - i](torch.cat([tokens, skips.pop()], dim=-1))
             if checkpointed:
-                tokens = checkpoint(block, tokens, cond, mask, grid, use_reentrant=False)
+                tokens = checkpoint(block, tokens, ctx, use_reentrant=False)
             else:
-                tokens = block(tokens, cond, mask, grid)
+                tokens = block(tokens, ctx)
+            if self.skip_proj is not None and i < len(self.skip_proj):
+                skips.append(tokens)
         return tokens
 
     def save_pretrained(self, folder: str | Path) -> Path:
@@ -214,5 +260,13 @@ class Denoiser(nn.Module):
         return net.to(device=device, dtype=dtype)
 
 
-def _split(t: torch.Tensor | None, rows: int) -> Iterable[torch.Tensor | None]:
-    return t.split(rows) if t is not None else itertools.repeat(None)
+def _pooled_sum(tokens: list[torch.Tensor], masks: list[torch.Tensor | None]) -> torch.Tensor:
+    """Sum over the conditioning groups of each group's (masked) mean token: (B, E)."""
+    total = 0
+    for t, m in zip(tokens, masks):
+        if m is None:
+            total = total + t.mean(1)
+        else:
+            w = m.to(t.dtype)[:, :, None]
+            total = total + (t * w).sum(1) / w.sum(1).clamp(min=1)
+    return total
