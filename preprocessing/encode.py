@@ -5,6 +5,10 @@ complete), so a killed run loses at most the shard in flight and a rerun with `r
 the finished ones. When every shard is done, the main process merges the work folders into the
 memory-mappable arrays of `tld.data.format` (see preprocessing/merge.py). Under `accelerate launch`
 process i encodes shards i, i + world_size, ...; the main process merges after a barrier.
+
+`overwrite=True` over an existing dataset builds the new one in a sibling folder `.<out>.encoding/`
+and swaps the two folders only when the new one is complete, so a failed or killed run leaves the old
+dataset as it was (see `swap_in` in merge.py).
 """
 
 from __future__ import annotations
@@ -20,10 +24,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from tld.preprocessing.merge import DATASET_FILES, finish_swap, merge_work, swap_in
 from tld.preprocessing.shards import iter_shard, list_shards
 from tqdm.auto import tqdm
 
-from tld.data.format import CAPTIONS, LABELS, LATENTS, META, TEXT_EMB, TEXT_MASK, quantize_latents
+from tld.data.format import (
+    CAPTIONS,
+    LABELS,
+    LATENTS,
+    META,
+    TEXT_EMB,
+    TEXT_MASK,
+    quantize_latents,
+)
 from tld.encoders.images import decode_sample_image, load_image, pil_to_tensor
 from tld.encoders.text import DEFAULT_TEXT_SPEC, TEXT_BACKENDS
 from tld.encoders.text_base import TextEmbeddings
@@ -150,6 +163,9 @@ def encode_shard(
     samples = 0
     for sample in iter_shard(shard):
         samples += 1
+        if sample.get("caption_error"):  # an empty or mangled caption would teach the wrong text
+            failed[sample["caption_error"]] += 1
+            continue
         image = decode_sample_image(sample["image"], size, failed)
         if image is None:
             continue
@@ -271,12 +287,27 @@ def _check_output(out: Path, cfg: EncodeConfig, vae: Any, settings: dict[str, An
             )
 
 
-def _clear_output(out: Path) -> None:
-    from tld.data.format import VAL_PROMPTS, VAL_TEXT_EMB
+def _staging(out: Path) -> Path:
+    return out.with_name(f".{out.name}.encoding")
 
-    for name in (META, LATENTS, TEXT_EMB, TEXT_MASK, CAPTIONS, LABELS, VAL_TEXT_EMB, VAL_PROMPTS):
+
+def _holds_dataset(out: Path) -> bool:
+    return any((out / name).exists() for name in DATASET_FILES)
+
+
+def _clear_output(out: Path) -> None:
+    """Before an in-place encode (no complete dataset in `out` to protect): drop leftovers."""
+    for name in DATASET_FILES:
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / WORK, ignore_errors=True)
+
+
+def _prepare_staging(staging: Path, cfg: EncodeConfig, settings: dict[str, Any]) -> None:
+    """Start the staging folder afresh, unless resuming a staged run with the same settings."""
+    saved = staging / WORK / SETTINGS
+    if cfg.resume and saved.is_file() and json.loads(saved.read_text()) == settings:
+        return
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def _load_models(cfg: EncodeConfig, device: str) -> tuple[Any, Any]:
@@ -309,8 +340,6 @@ def encode(shards_dir: str | os.PathLike, out: str | os.PathLike, config: Encode
 
     Rerun with `resume=True` after an interruption: finished shards are kept, the rest encoded.
     """
-    from tld.preprocessing.merge import merge_work
-
     cfg = config or EncodeConfig()
     _validate(cfg)
     shards = list_shards(shards_dir)
@@ -320,11 +349,17 @@ def encode(shards_dir: str | os.PathLike, out: str | os.PathLike, config: Encode
     size = cfg.image_size or _first_image_size(shards)
     vae.latent_shape(size, size)  # fails early when the size does not suit the VAE
     settings = _settings(cfg, vae, text, size, shards)
-    _check_output(out, cfg, vae, settings)
-    dist.barrier()
-    work = out / WORK
     if dist.is_main:
-        if cfg.overwrite:
+        finish_swap(out)
+    _check_output(out, cfg, vae, settings)
+    # Over an existing dataset, build beside it and swap at the end: the old one survives any failure.
+    target = _staging(out) if cfg.overwrite and _holds_dataset(out) else out
+    dist.barrier()
+    work = target / WORK
+    if dist.is_main:
+        if target != out:
+            _prepare_staging(target, cfg, settings)
+        elif cfg.overwrite:
             _clear_output(out)
         work.mkdir(parents=True, exist_ok=True)
         (work / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
@@ -339,8 +374,10 @@ def encode(shards_dir: str | os.PathLike, out: str | os.PathLike, config: Encode
     meta = None
     if dist.is_main:
         work_dirs = [work / s.stem for s in shards]
-        meta = merge_work(out, work_dirs, cfg, vae, text, size, source_dir=Path(shards_dir))
+        meta = merge_work(target, work_dirs, cfg, vae, text, size, source_dir=Path(shards_dir))
         if not cfg.keep_work:
             shutil.rmtree(work, ignore_errors=True)
+        if target != out:
+            swap_in(target, out)
     dist.barrier()
     return meta

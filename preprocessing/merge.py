@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -22,6 +23,7 @@ from tld.data.format import (
     CAPTIONS,
     LABELS,
     LATENTS,
+    META,
     TEXT_EMB,
     TEXT_MASK,
     VAL_PROMPTS,
@@ -188,3 +190,38 @@ def _provenance(
         "val_source": "file" if cfg.val_prompts else ("holdout" if cfg.val_holdout else "none"),
         "sample_posterior": cfg.sample_posterior,
     }
+
+
+DATASET_FILES = (META, LATENTS, TEXT_EMB, TEXT_MASK, CAPTIONS, LABELS, VAL_TEXT_EMB, VAL_PROMPTS)
+
+
+def _replaced(out: Path) -> Path:
+    return out.with_name(f".{out.name}.replaced")
+
+
+def swap_in(staging: Path, out: Path) -> None:
+    """Put the complete dataset `staging` in place of `out`: two renames, then the old one is deleted.
+
+    A kill between the renames leaves `out` missing and the old dataset in `.<out>.replaced/`;
+    `finish_swap` (run at the start of every encode too) puts it back.
+    """
+    replaced = _replaced(out)
+    shutil.rmtree(replaced, ignore_errors=True)
+    os.replace(out, replaced)
+    os.replace(staging, out)
+    finish_swap(out)
+
+
+def finish_swap(out: Path) -> None:
+    """Complete or undo an interrupted `swap_in`: files of the old folder that are not dataset
+    files (the user's own) move into the new one, then the old folder goes."""
+    replaced = _replaced(out)
+    if not replaced.is_dir():
+        return
+    if not out.exists():  # killed between the two renames: the old dataset is still whole
+        os.replace(replaced, out)
+        return
+    for entry in replaced.iterdir():
+        if entry.name not in DATASET_FILES and entry.name != ".work" and not (out / entry.name).exists():
+            os.replace(entry, out / entry.name)
+    shutil.rmtree(replaced)

@@ -116,7 +116,8 @@ def write_shards(
 
 
 def iter_shard(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """Raw samples of one shard in file order: {"key", "image" (bytes|None), "caption", "json"}.
+    """Raw samples of one shard in file order: {"key", "image" (bytes|None), "caption", "json",
+    "caption_error"}; `caption_error` is None, or why the caption is unusable (missing, not UTF-8).
 
     Read with webdataset's tar iterator and key grouping. Like tarfile, it stops silently at a
     truncated tar and would lose the samples after the cut, so the end-of-archive blocks are
@@ -131,16 +132,27 @@ def iter_shard(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
             files = ({**f, "__url__": str(path)} for f in tar_file_iterator(stream))
             for sample in group_by_keys(files):
                 image = next((sample[ext] for ext in IMAGE_EXTS if ext in sample), None)
-                caption = sample.get("txt", b"").decode("utf-8", errors="replace")
+                caption, caption_error = _decode_caption(sample.get("txt"))
                 meta = json.loads(sample["json"]) if "json" in sample else {}
                 yield {
                     "key": sample["__key__"].rsplit("/", 1)[-1],
                     "image": image,
                     "caption": caption,
                     "json": meta,
+                    "caption_error": caption_error,
                 }
     except (tarfile.TarError, OSError, EOFError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise TLDError(f"cannot read shard {path}: {first_line(exc)}") from None
+
+
+def _decode_caption(raw: bytes | None) -> tuple[str, str | None]:
+    """(caption, None), or (best-effort text, the reason it is unusable) for a missing or non-UTF-8 .txt."""
+    if raw is None:
+        return "", "no caption in sample"
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", errors="replace"), "caption is not UTF-8"
 
 
 def _check_complete_tar(path: Path) -> None:
