@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+from tld.diffusion.guidance import parse_cfg_schedule
 from tld.diffusion.noise import randn_like_seeded
 from tld.encoders.images import pil_to_tensor
 from tld.errors import TLDError
@@ -76,13 +78,36 @@ def img2img(
         raise TLDError(f"strength must be a number in [0, 1], got {strength!r}")
     job = pipe.make_job(prompt, kwargs)
     z = pipe.vae.encode(_images(pipe, image, job.batch))
-    sigmas = sigmas_for(job, pipe.param, pipe.device)
-    steps = len(sigmas) - 1
-    sigmas = sigmas[steps - round(strength * steps) :]
+    full = sigmas_for(job, pipe.param, pipe.device)
+    steps = len(full) - 1
+    sigmas = full[steps - round(strength * steps) :]
     noise, generators = initial_noise(job, tuple(z.shape[1:]), pipe.device)
     concat = blank_inpaint_concat(z) if pipe.is_inpainting_model else None
-    latents = _sample(pipe, job, z + sigmas[0] * noise, sigmas, generators, concat)
-    return pipe.finish(job, latents, strength=strength)
+    schedule = start_relative_schedule(job.settings.cfg_schedule, full, len(full) - len(sigmas))
+    run = replace(job, settings=replace(job.settings, cfg_schedule=schedule))
+    latents = _sample(pipe, run, z + sigmas[0] * noise, sigmas, generators, concat)
+    return pipe.finish(job, latents, strength=strength)  # the settings as given, so a rerun repeats
+
+
+def start_relative_schedule(pieces: Any, full: torch.Tensor, start: int) -> list[list[float]] | None:
+    """The guidance schedule of a run that starts at step `start` of the sigmas `full` (img2img).
+
+    A piece `[sigma, scale]` above the start sigma would never act there. It acts on the same
+    share of the remaining steps as it does of the full schedule instead, at least on the first
+    one: the bundled model's `[[2, 4]]` guides 6 of 15 steps, so at strength 0.6 (9 steps from
+    sigma 1.5) it guides the first 4. Pieces at or below the start sigma act as they are.
+    """
+    schedule = parse_cfg_schedule(pieces)
+    if not schedule or start <= 0:
+        return pieces if schedule else None
+    steps, rest = full[:-1].tolist(), full[start:-1].tolist()
+    out = []
+    for sigma, scale in schedule:
+        if sigma > rest[0]:
+            share = sum(s >= sigma for s in steps) / len(steps)
+            sigma = rest[min(len(rest), max(1, round(share * len(rest)))) - 1]
+        out.append([float(sigma), float(scale)])
+    return out
 
 
 @torch.no_grad()
