@@ -174,7 +174,7 @@ def test_bad_options_are_rejected():
         get_sampler("euler_ancestral")(gaussian_denoiser, x, sigmas, disable=True, eta=-0.5)
     with pytest.raises(TLDError, match="solver_type 'rk4'.*midpoint, heun"):
         get_sampler("dpmpp_2m_sde")(gaussian_denoiser, x, sigmas, disable=True, solver_type="rk4")
-    with pytest.raises(TLDError, match="lms order must be a positive integer"):
+    with pytest.raises(TLDError, match="lms order must be an integer >= 1"):
         get_sampler("lms")(gaussian_denoiser, x, sigmas, disable=True, order=0)
 
 

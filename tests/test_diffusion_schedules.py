@@ -96,7 +96,7 @@ def test_bad_schedule_requests_are_clear_errors():
         get_sigmas("exponential", 10, edm, sigma_min=0.0)
     with pytest.raises(TLDError, match="needs a discrete \\(eps/v\\) parameterization, got 'edm'"):
         get_sigmas("ddim_trailing", 10, edm)
-    with pytest.raises(TLDError, match="number of steps must be a positive integer, got 0"):
+    with pytest.raises(TLDError, match="number of steps must be an integer >= 1, got 0"):
         get_sigmas("tld", 0, edm)
     with pytest.raises(TLDError, match="bad options \\['beta'\\] for schedule 'karras'"):
         get_sigmas("karras", 5, edm, beta=2)

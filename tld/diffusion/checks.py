@@ -30,11 +30,6 @@ def check_nonnegative(value: float, what: str) -> None:
         raise TLDError(f"{what} must be >= 0, got {value}")
 
 
-def check_positive_int(value: int, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise TLDError(f"{what} must be a positive integer, got {value!r}")
-
-
 def check_sigma_range(sigma_min: float, sigma_max: float) -> None:
     if not sigma_min > 0:
         raise TLDError(f"sigma_min must be > 0, got {sigma_min}")

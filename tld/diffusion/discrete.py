@@ -10,8 +10,8 @@ import math
 
 import torch
 
-from tld.diffusion.checks import check_choice, check_positive_int
-from tld.errors import TLDError
+from tld.diffusion.checks import check_choice
+from tld.errors import TLDError, check_int
 
 BETA_SCHEDULES = ("scaled_linear", "linear", "cosine")
 _DEFAULT_BETA_RANGE = {"scaled_linear": (0.00085, 0.012), "linear": (1e-4, 0.02), "cosine": (0.0, 0.999)}
@@ -28,7 +28,7 @@ def make_betas(
     For "cosine" (Nichol & Dhariwal 2021) ``beta_end`` is the cap on each beta.
     """
     check_choice(kind, BETA_SCHEDULES, "beta schedule")
-    check_positive_int(steps, "number of diffusion steps")
+    check_int(steps, "number of diffusion steps", 1)
     start, end = _DEFAULT_BETA_RANGE[kind]
     start = start if beta_start is None else beta_start
     end = end if beta_end is None else beta_end

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tld.diffusion.parameterizations import append_dims
+from tld.diffusion.tensors import append_dims
 from tld.errors import TLDError
 
 

@@ -16,8 +16,9 @@ from typing import Any
 import torch
 from tqdm.auto import trange
 
-from tld.diffusion.checks import check_choice, check_positive_int
+from tld.diffusion.checks import check_choice
 from tld.diffusion.sampling_utils import churn, get_ancestral_step, lms_coefficients, prepare, rounder, to_d
+from tld.errors import check_int
 
 Callback = Callable[[dict[str, Any]], None] | None
 
@@ -161,7 +162,7 @@ def sample_dpm_2_ancestral(
 @torch.no_grad()
 def sample_lms(model, x, sigmas, extra_args=None, callback=None, disable=None, order=4, noise_sampler=None):
     """Linear multistep (Adams-Bashforth in sigma) with per-step coefficients for uneven steps."""
-    check_positive_int(order, "lms order")
+    check_int(order, "lms order", 1)
     extra_args, s_in, _ = prepare(x, sigmas, extra_args, noise_sampler)
     sigmas_list = sigmas.detach().double().cpu().tolist()
     ds: list[torch.Tensor] = []

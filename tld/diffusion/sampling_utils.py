@@ -9,7 +9,7 @@ import torch
 
 from tld.diffusion.checks import check_nonnegative, check_sigmas
 from tld.diffusion.noise import NoiseSampler, default_noise_sampler
-from tld.diffusion.parameterizations import append_dims
+from tld.diffusion.tensors import append_dims
 
 
 def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:

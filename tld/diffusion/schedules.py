@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from tld.diffusion.checks import check_choice, check_positive_int, check_sigma_range
-from tld.errors import TLDError
+from tld.diffusion.checks import check_choice, check_sigma_range
+from tld.errors import TLDError, check_int
 
 
 def append_zero(sigmas: torch.Tensor) -> torch.Tensor:
@@ -19,7 +19,7 @@ def get_sigmas_karras(
     n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, device="cpu"
 ) -> torch.Tensor:
     """Karras et al. (2022): sigmas evenly spaced in sigma^(1/rho)."""
-    check_positive_int(n, "number of steps")
+    check_int(n, "number of steps", 1)
     check_sigma_range(sigma_min, sigma_max)
     ramp = torch.linspace(0, 1, n)
     max_inv, min_inv = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
@@ -28,7 +28,7 @@ def get_sigmas_karras(
 
 def get_sigmas_exponential(n: int, sigma_min: float, sigma_max: float, device="cpu") -> torch.Tensor:
     """Sigmas evenly spaced in log sigma."""
-    check_positive_int(n, "number of steps")
+    check_int(n, "number of steps", 1)
     check_sigma_range(sigma_min, sigma_max)
     return append_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), n).exp()).to(device)
 
@@ -37,7 +37,7 @@ def get_sigmas_polyexponential(
     n: int, sigma_min: float, sigma_max: float, rho: float = 1.0, device="cpu"
 ) -> torch.Tensor:
     """Log sigma follows a polynomial ramp of power ``rho`` (rho = 1 is the exponential schedule)."""
-    check_positive_int(n, "number of steps")
+    check_int(n, "number of steps", 1)
     check_sigma_range(sigma_min, sigma_max)
     ramp = torch.linspace(1, 0, n) ** rho
     log_min, log_max = math.log(sigma_min), math.log(sigma_max)
@@ -52,7 +52,7 @@ def get_sigmas_tld(n: int, exponent: float = 1.0, device="cpu") -> torch.Tensor:
     clipped start (i/n <= 0.01^(1/exponent): n >= 100 at exponent 1, n >= 10 at exponent 2) would make
     the noise rise again (or stall); they are left out, so such fine schedules take a step or two fewer.
     """
-    check_positive_int(n, "number of steps")
+    check_int(n, "number of steps", 1)
     if exponent <= 0:
         raise TLDError(f"tld schedule exponent must be > 0, got {exponent}")
     t = 1 - (torch.arange(n + 1, dtype=torch.float64) / n) ** exponent
@@ -63,7 +63,7 @@ def get_sigmas_tld(n: int, exponent: float = 1.0, device="cpu") -> torch.Tensor:
 
 def get_sigmas_linear_t(n: int, t_max: float = 0.99, device="cpu") -> torch.Tensor:
     """t evenly spaced from t_max to 0 on the TLD interpolant, as sigmas."""
-    check_positive_int(n, "number of steps")
+    check_int(n, "number of steps", 1)
     if not 0 < t_max < 1:
         raise TLDError(f"linear_t schedule needs 0 < t_max < 1, got {t_max}")
     t = torch.linspace(t_max, 0, n + 1, dtype=torch.float64)
@@ -85,7 +85,7 @@ def get_sigmas_ddim(
 
     ``offset`` shifts leading timesteps up (Stable Diffusion's steps_offset=1).
     """
-    check_positive_int(n, "number of steps")
+    check_int(n, "number of steps", 1)
     check_choice(spacing, ("leading", "trailing"), "ddim spacing")
     total = model_sigmas.numel()
     if n > total:
