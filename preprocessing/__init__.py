@@ -4,6 +4,9 @@
     download.py  URL tables -> shards with img2dataset, with a success/failure summary
     folder.py    a local folder of captioned images -> shards
     emoji.py     the bundled OpenMoji emoji (CC BY-SA 4.0) -> shards
+    iconify.py   Iconify emoji sets from npm (Twemoji, Noto, Fluent ...) rasterised with resvg -> shards
+    fashion_mnist.py  Fashion-MNIST idx files -> class-labelled shards (train and test apart)
+    recaption.py colour words written in front of captions that name none (shards -> shards)
     shards.py    the shard format shared by every source and by encode
     encode.py    shards -> per-shard work files (resumable, accelerate-aware)
     merge.py     work files -> the memory-mappable dataset of tld.data.format

@@ -27,7 +27,7 @@ from tld.preprocessing.shards import Sample, write_shards, write_source_info
 from tqdm.auto import tqdm
 
 from tld.common import first_line
-from tld.errors import TLDError
+from tld.errors import TLDError, check_int
 
 DEFAULT_SOURCE = Path("/usr/share/datasets/fashion-mnist")
 CLASS_NAMES = (
@@ -150,8 +150,7 @@ def build_fashion_mnist_shards(
     progress: bool = True,
 ) -> FashionMNISTReport:
     """Write OUT/train and OUT/test shard folders (PNG, caption = class name, json `label`)."""
-    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
-        raise TLDError(f"image size must be an integer >= 8, got {size!r}")
+    check_int(size, "image size", 8)
     if limit is not None and limit < 1:
         raise TLDError(f"limit must be >= 1, got {limit}")
     root = Path(source) if source is not None else DEFAULT_SOURCE

@@ -20,10 +20,11 @@ from tld.eval.classifier import (
     predict,
     save_classifier,
 )
-from tld.eval.evaluate import EvalConfig, SampleSettings, generate_images, prompts_and_labels
+from tld.eval.evaluate import SampleSettings, pipeline_sampler, prompts_and_labels
 from tld.eval.extractors import load_extractor
 from tld.eval.features import to_uint8_nhwc
 from tld.eval.reference import ReferenceSet
+from tld.generation import generate_and_score
 
 SIZE = 16  # shards of 16 px; the tiny VAE halves it: 4 x 8 x 8 latents
 
@@ -146,12 +147,18 @@ def test_prompts_and_labels_follow_the_real_images(class_model):
     ref = ReferenceSet(np.zeros((3, 2), np.float32), ["bag", "dress", "coat"], ["-"] * 3, "x", (16, 16), "r",
                        labels=[2, 0, 1])  # fmt: skip
     assert prompts_and_labels(pipe, ref, 5) == (["bag", "dress", "coat", "bag", "dress"], [2, 0, 1, 2, 0])
-    settings, config = SampleSettings("euler", 3, cfg=3.0), EvalConfig(n=2, batch_size=1, progress=False)
-    images, nfe, _ = generate_images(pipe, ["bag", "dress"], settings, config, labels=[2, 0])
+    settings = SampleSettings("euler", 3, cfg=3.0)
+
+    def generate(labels):
+        sample = pipeline_sampler(pipe, ["bag", "dress"], settings, labels, {})
+        made = generate_and_score(sample, 2, 0, 1, counted=pipe.denoiser)
+        return made.images, made.nfe
+
+    images, nfe = generate([2, 0])
     direct = pipe(["bag", "dress"], class_labels=[2, 0], seed=[0, 1], cfg=3.0, steps=3, sampler="euler",
                   output_type="np", progress=False)  # fmt: skip
     np.testing.assert_array_equal(images, to_uint8_nhwc(np.asarray(direct.images).transpose(0, 3, 1, 2)))
-    swapped, _, _ = generate_images(pipe, ["bag", "dress"], settings, config, labels=[0, 2])
+    swapped, _ = generate([0, 2])
     assert not np.array_equal(images, swapped) and nfe == 3
     ref.labels = None
     with pytest.raises(TLDError, match=r"class-conditional \(3 classes\) but the real images of r carry no"):

@@ -193,6 +193,9 @@ def test_eval_sweep_resumes(tmp_path, capsys, model_dir, shard_dir):
     assert len((tmp_path / "sweep" / "results.csv").read_text().splitlines()) == 3
     code, stdout, _ = run_cli(capsys, *argv)
     assert code == 0 and "0 cell(s) computed, 2 reused" in stdout
+    # Another dtype makes other images: the float32 cells are not reused for a bfloat16 run.
+    code, stdout, stderr = run_cli(capsys, *argv, "--dtype", "bfloat16")
+    assert code == 0 and "2 cell(s) computed, 0 reused" in stdout, stderr
     # A cell computed for another run (here: another N) is recomputed, not reused.
     from tld.eval.sweep import _read_cell
 

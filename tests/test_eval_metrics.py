@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from tld.encoders.colour import colour_words, dominant_colour, foreground_mask, hue_check
+from tld.encoders.colour import colour_words, dominant_colour, foreground_mask
 from tld.errors import TLDError
 from tld.eval import fid_from_features, frechet_distance, kid_from_features, precision_recall
 from tld.eval.alignment import caption_rank_alignment
+from tld.eval.hue import hue_check
 from tld.eval.metrics import SmallSampleWarning, _mmd2_unbiased, feature_stats
 
 

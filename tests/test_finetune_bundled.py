@@ -12,6 +12,7 @@ import torch
 from PIL import Image, ImageDraw
 from train_fixtures import write_dataset
 
+from tld import TLDPipeline
 from tld.data import LatentDataset
 from tld.data.format import DatasetMeta, write_meta
 from tld.errors import TLDError
@@ -86,8 +87,8 @@ def test_finetuned_bundled_model_keeps_defaults_and_colours(tmp_path):
         config["text_tokens"] is True and config["denoiser"]["embed_dim"] == shipped["denoiser"]["embed_dim"]
     )
     colours, objects = ["red", "green", "blue", "yellow"], ["heart", "circle"]
-    before = colour_table(base, colours, objects, seeds=2, device="cpu")["overall"]
-    after = colour_table(out, colours, objects, seeds=2, device="cpu")["overall"]
+    before = colour_table(TLDPipeline.from_pretrained(base, device="cpu"), colours, objects, seeds=2)["overall"]
+    after = colour_table(TLDPipeline.from_pretrained(out, device="cpu"), colours, objects, seeds=2)["overall"]
     assert after >= min(before, 0.75), (before, after)
 
 

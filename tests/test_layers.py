@@ -9,6 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # Higher ranks may import lower ones; equal ranks are peers (see FORBIDDEN for peers kept apart).
+# As DESIGN.md draws them: the pipeline above training and eval, and the generation layer (the
+# sampling core all three use) below them.
 RANKS = {
     "tld.errors": 0,
     "tld.common": 0,
@@ -16,22 +18,23 @@ RANKS = {
     "tld.diffusion": 1,
     "tld.data": 2,
     "tld.encoders": 2,
-    "tld.preprocessing": 3,
-    "tld.training": 3,
-    "tld.eval": 3,
-    "tld.pipeline": 3,
-    "tld.recipes": 3,
-    "tld.apps": 4,
-    "tld.commands": 4,
-    "tld.cli": 4,
-    "tld": 4,
-    "tld.__main__": 4,
+    "tld.generation": 3,
+    "tld.preprocessing": 4,
+    "tld.training": 4,
+    "tld.eval": 4,
+    "tld.pipeline": 5,
+    "tld.recipes": 6,
+    "tld.apps": 7,
+    "tld.commands": 7,
+    "tld.cli": 7,
+    "tld": 7,
+    "tld.__main__": 7,
 }
 FORBIDDEN = {
     "tld.model": {"tld.diffusion"},  # the network knows nothing about noise schedules
     "tld.diffusion": {"tld.model"},  # pure math on tensors
     "tld.pipeline": {"tld.training", "tld.eval", "tld.preprocessing"},
-    "tld.preprocessing": {"tld.training", "tld.pipeline", "tld.eval"},
+    "tld.preprocessing": {"tld.training", "tld.pipeline", "tld.eval", "tld.generation"},
 }
 
 
@@ -120,3 +123,11 @@ def test_no_import_cycles():
         if node not in state:
             visit(node, [node])
     assert not cycles, "import cycles: " + "; ".join(cycles)
+
+
+def test_package_docstrings_name_every_module():
+    """These packages' docstrings are their table of contents: each names every module it holds."""
+    for package in (ROOT / "preprocessing", ROOT / "tld" / "generation"):
+        doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text())) or ""
+        missing = sorted(p.name for p in package.glob("*.py") if p.name != "__init__.py" and p.name not in doc)
+        assert not missing, f"{package.name}/__init__.py does not name {', '.join(missing)}"

@@ -15,7 +15,8 @@ from pipeline_fixtures import checker_image, tiny_pipeline
 
 from tld.diffusion import get_sigmas
 from tld.encoders.images import pil_to_tensor
-from tld.pipeline import edit, sampling
+from tld.generation import run as sampling
+from tld.pipeline import edit
 
 FAST = dict(steps=3, progress=False)
 

@@ -1,18 +1,21 @@
 """`tld recipe emoji` end to end at toy scale: every step runs, a rerun skips finished steps and
-resumes a killed one, and --ship writes an fp16 bundle with a model card that loads and generates."""
+resumes a killed one (training from its last checkpoint), --ship writes an fp16 bundle with a model
+card that loads and generates, and --vae DIR takes a VAE trained earlier."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
 from safetensors.torch import load_file
 from test_preprocess_iconify import make_set
 
-from tld import TLDPipeline
-from tld.recipes import emoji as recipe_mod
+from tld import TLDPipeline, training
 from tld.recipes.emoji import EmojiRecipe, run_recipe
+from tld.training import checkpoint as ckpt
 
 TINY_VAE = {
     "model": {"block_out_channels": [8, 16], "norm_num_groups": 4},
@@ -46,22 +49,31 @@ def tiny_recipe(tmp_path) -> EmojiRecipe:
 
 def test_recipe_runs_resumes_and_ships(tmp_path, capsys, monkeypatch):
     r = tiny_recipe(tmp_path)
-    real_train = recipe_mod.train_step
+    real_save = ckpt.save_checkpoint
 
-    def killed(recipe):  # the denoiser training dies: everything before it is complete on disk
-        raise KeyboardInterrupt
+    def save_then_die(root, step, **kwargs):  # the denoiser training dies after its step-3 checkpoint
+        path = real_save(root, step, **kwargs)
+        if "denoiser" in str(root) and step == 3:
+            raise KeyboardInterrupt
+        return path
 
-    monkeypatch.setattr(recipe_mod, "train_step", killed)
+    monkeypatch.setattr(ckpt, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         run_recipe(r)
-    monkeypatch.setattr(recipe_mod, "train_step", real_train)
+    monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
+    assert ckpt.latest_step(r.out / "denoiser" / "checkpoints") == 3
     capsys.readouterr()
 
+    runs = []
+    real_train = training.train
+    monkeypatch.setattr(training, "train", lambda cfg: runs.append(real_train(cfg)) or runs[-1])
     summary = run_recipe(r, ship=str(tmp_path / "shipped"))
     log = capsys.readouterr().out
     for done in ("data openmoji", "data tiny", "data combine", "data colour words", "vae", "encode"):
         assert f"[recipe] {done}: done, skipped" in log
     assert "[recipe] train: running" in log and "[recipe] eval: running" in log
+    # The half-trained run resumed at step 3: this call trained steps 4-6 only.
+    assert [(run.step, len(run.losses)) for run in runs] == [(6, 3)]
     assert (r.out / "denoiser" / "checkpoints" / "step_6").is_dir()
 
     # 8 emoji (6 OpenMoji + the 2 of the tiny set) with the style word in every caption.
@@ -96,10 +108,25 @@ def test_recipe_runs_resumes_and_ships(tmp_path, capsys, monkeypatch):
 
     timings = json.loads((r.out / "timings.json").read_text())
     assert set(timings) == {"data", "vae", "encode", "train", "export", "eval"}
+    run_recipe(r)  # a finished run: every step is skipped, training too
+    assert "[recipe] train: done, skipped" in capsys.readouterr().out and len(runs) == 1
+
+    # --vae DIR: a VAE trained earlier is copied in, not trained again; the card reads its record.
+    r2 = dataclasses.replace(r, out=tmp_path / "run2", vae=r.out / "vae" / "vae")
+    shutil.copytree(r.shards, r2.shards)  # the same data, already built
+    run_recipe(r2, ship=str(tmp_path / "shipped2"))
+    log = capsys.readouterr().out
+    assert f"[recipe] vae: using {r2.vae}" in log and "[recipe] vae: done, skipped" in log
+    assert not (r2.out / "vae" / "checkpoints").exists()
+    assert (r2.out / "vae" / "vae" / "tld_vae.json").read_text() == (r2.vae / "tld_vae.json").read_text()
+    card2 = (tmp_path / "shipped2" / "README.md").read_text()
+    record = json.loads((r2.vae / "tld_vae.json").read_text())
+    assert f"**{record['val']['psnr']:.2f} dB**" in card2
+    assert f"Trained {record['training']['steps']} steps of {record['training']['batch_size']} images" in card2
 
 
 def test_card_states_a_missing_vae_record_instead_of_nan():
-    from tld.recipes.report import _vae_line
+    from tld.recipes.card import _vae_line
 
     assert "records no held-out PSNR" in _vae_line({"vae_val": {}, "vae_steps": "?", "vae_batch": "?"})
     line = _vae_line({"vae_val": {"psnr": 30.424, "psnr_pooled": 28.63}, "vae_steps": 3500, "vae_batch": 16})

@@ -162,7 +162,7 @@ def _split(text: str, kind: type, what: str) -> list[Any]:
 
 def _setup(args: argparse.Namespace):
     """Check the cheap inputs first, then load the extractor, the pipeline and the reference set."""
-    from tld.eval.evaluate import EvalConfig, output_size
+    from tld.eval.evaluate import EvalConfig, generation_identity
     from tld.eval.extractors import load_extractor
     from tld.eval.reference import dataset_fingerprint, files_fingerprint, reference_set
 
@@ -177,7 +177,7 @@ def _setup(args: argparse.Namespace):
 
     pipe = TLDPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     model = Path(args.model)
-    ref = reference_set(args.data, extractor, output_size(pipe), real_n, args.cache_dir, args.progress)
+    ref = reference_set(args.data, extractor, pipe.default_size, real_n, args.cache_dir, args.progress)
     identity = {
         "model": str(args.model),
         # A hub id is its own identity; a folder is also identified by its files.
@@ -186,6 +186,7 @@ def _setup(args: argparse.Namespace):
         "data_files": data_key,
         "extractor": extractor.name,
         "n_real": len(ref.features),
+        **generation_identity(pipe),
     }
     return config, extractor, pipe, ref, identity
 
@@ -210,7 +211,7 @@ def _report_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
 def run_fid(args: argparse.Namespace) -> int:
     from tld.eval.evaluate import SampleSettings, evaluate_setting
 
-    settings = SampleSettings(args.sampler, args.steps, args.schedule, args.cfg)
+    settings = SampleSettings(sampler=args.sampler, steps=args.steps, schedule=args.schedule, cfg=args.cfg)
     settings.validate()
     config, extractor, pipe, ref, identity = _setup(args)
     with warnings.catch_warnings(record=True) as caught:
@@ -298,7 +299,7 @@ def run_colours(args: argparse.Namespace) -> int:
             pipe,
             colours,
             objects,
-            args.seeds,
+            seeds=args.seeds,
             cfg=cfg,
             steps=args.steps,
             seed_start=args.seed,

@@ -27,8 +27,8 @@ def run_recipe_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tld.errors import TLDError
+    from tld.recipes.card import colour_markdown
     from tld.recipes.emoji import EmojiRecipe, run_recipe
-    from tld.recipes.report import colour_markdown
 
     for name in ("vae_steps", "train_steps", "seeds"):
         value = getattr(args, name)

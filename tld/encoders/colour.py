@@ -8,13 +8,15 @@ frequent of black/white/grey. The rules are a heuristic for flat, iconic images 
 product shots); run the check on the real images too, as the ceiling a model can reach. On the four
 emoji sets of the demo model, the images named "<colour> heart/circle/square" get their named colour
 in 99 of 101 cases (Fluent's amber "yellow square" reads orange, OpenMoji's pink "white square" pink).
+
+The rules live below both of their users: the offline stage writes colour words into captions with
+them (`tld preprocess colour-words`, which may not import eval), and `tld eval` scores images with
+them (its hue check is `tld.eval.hue`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -113,38 +115,3 @@ def dominant_colour(image: np.ndarray, min_chromatic: float = 0.25) -> str:
     if chromatic.sum() >= min_chromatic:
         return COLOURS[int(chromatic.argmax())]
     return COLOURS[len(CHROMATIC) + int(hist[len(CHROMATIC) :].argmax())]
-
-
-@dataclass
-class HueCheck:
-    """Colour-word agreement over the images whose prompt names a colour."""
-
-    checked: int  # images whose prompt names at least one colour
-    matched: int  # of those, images whose dominant colour is one the prompt names
-
-    @property
-    def accuracy(self) -> float | None:
-        return self.matched / self.checked if self.checked else None
-
-    def to_dict(self) -> dict[str, float | int | None]:
-        return {"hue_checked": self.checked, "hue_matched": self.matched, "hue_accuracy": self.accuracy}
-
-
-def hue_check(images: np.ndarray | Sequence[np.ndarray], prompts: Sequence[str]) -> HueCheck:
-    """Count prompts naming a colour whose image's dominant colour is one of the named ones."""
-    dominants = [
-        dominant_colour(np.asarray(im)) if colour_words(p) else ""
-        for im, p in zip(images, prompts, strict=True)
-    ]
-    return hue_check_dominants(dominants, prompts)
-
-
-def hue_check_dominants(dominants: Sequence[str], prompts: Sequence[str]) -> HueCheck:
-    """hue_check from precomputed dominant colours (what the reference cache stores)."""
-    checked = matched = 0
-    for colour, prompt in zip(dominants, prompts, strict=True):
-        named = colour_words(prompt)
-        if named:
-            checked += 1
-            matched += colour in named
-    return HueCheck(checked, matched)

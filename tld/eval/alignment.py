@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from tld.errors import TLDError
+from tld.errors import TLDError, check_int
 from tld.eval.metrics import check_features
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -87,8 +87,7 @@ def caption_rank_alignment(
             f"need one prompt per generated image and one caption per real image; got {len(prompts)} "
             f"for {len(gen)} and {len(real_captions)} for {len(real)}"
         )
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise TLDError(f"alignment k must be an integer >= 1, got {k!r}")
+    check_int(k, "alignment k", 1)
     k = min(k, len(real))
     captions = np.array([_normalise(c) for c in real_captions])
     counts = Counter(captions.tolist())

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tld.common import resolve_device
-from tld.errors import TLDError
+from tld.errors import TLDError, check_int
 from tld.eval.classifier import ClassifierConfig, SmallCNN, save_classifier
 
 
@@ -42,8 +42,7 @@ class ClassifierTrainConfig:
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "input_size"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise TLDError(f"{name} must be an integer >= 1, got {value!r}")
+            check_int(value, name, 1)
         if not self.lr > 0:
             raise TLDError(f"lr must be > 0, got {self.lr}")
 

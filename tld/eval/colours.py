@@ -12,12 +12,16 @@ import io
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tld.encoders.colour import COLOURS, dominant_colour
-from tld.errors import TLDError
+from tld.errors import TLDError, check_int
+from tld.generation import SamplingDefaults
+
+if TYPE_CHECKING:
+    from tld.pipeline import TLDPipeline
 
 # The demo model's table: the colours its captions use most, on the three objects every emoji set
 # draws in many colours.
@@ -34,23 +38,26 @@ def check_colour_words(colours: Sequence[str], objects: Sequence[str], seeds: in
         raise TLDError(f"unknown colour(s) {', '.join(unknown)}; the classifier knows {', '.join(COLOURS)}")
     if not objects or any(not o.strip() for o in objects):
         raise TLDError(f"objects must be non-empty words, got {list(objects)!r}")
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise TLDError(f"seeds must be an integer >= 1, got {seeds!r}")
+    check_int(seeds, "seeds", 1)
 
 
-def table_pipeline(model: Any, device: str | None = None, **overrides: Any) -> tuple[Any, Any]:
-    """The pipeline (`model` is a folder, a hub id or a TLDPipeline) and its sampling defaults with the
-    non-None `overrides` (cfg, steps, sampler, schedule, cfg_schedule), validated: the setting of a
-    per-prompt table (this one, tld.eval.shapes)."""
-    from tld import TLDPipeline
-
-    pipe = model if isinstance(model, TLDPipeline) else TLDPipeline.from_pretrained(str(model), device=device)
+def table_pipeline(
+    pipe: TLDPipeline, device: str | None = None, **overrides: Any
+) -> tuple[TLDPipeline, SamplingDefaults]:
+    """The pipeline (moved to `device` when one is given) and its sampling defaults with the non-None
+    `overrides` (cfg, steps, sampler, schedule, cfg_schedule), validated: the setting of a per-prompt
+    table (this one, tld.eval.shapes). The caller loads the pipeline (`TLDPipeline.from_pretrained`):
+    eval sits below the pipeline layer."""
+    if not hasattr(pipe, "sampling") or not callable(pipe):
+        raise TLDError(f"expected a TLDPipeline (load one with TLDPipeline.from_pretrained), got {pipe!r}")
+    if device is not None:
+        pipe.to(device, pipe.dtype)
     settings = pipe.sampling.updated(**overrides)
     settings.validate()
     return pipe, settings
 
 
-def seeded_images(pipe: Any, settings: Any, prompt: str, seeds: int, seed_start: int) -> list[Any]:
+def seeded_images(pipe: TLDPipeline, settings: SamplingDefaults, prompt: str, seeds: int, seed_start: int) -> list[Any]:
     """The images of one prompt for seeds `seed_start ... seed_start + seeds - 1` under `settings`."""
     return pipe(
         prompt, cfg=settings.cfg, steps=settings.steps, sampler=settings.sampler, schedule=settings.schedule,
@@ -58,35 +65,34 @@ def seeded_images(pipe: Any, settings: Any, prompt: str, seeds: int, seed_start:
     )  # fmt: skip
 
 
-def settings_record(settings: Any, seed_start: int) -> dict[str, Any]:
+def settings_record(settings: SamplingDefaults, seed_start: int) -> dict[str, Any]:
     """The sampling setting of a table, as its summary records it."""
     return {"cfg": settings.cfg, "cfg_schedule": settings.cfg_schedule, "steps": settings.steps,
             "sampler": settings.sampler, "schedule": settings.schedule, "seed_start": seed_start}  # fmt: skip
 
 
 def colour_table(
-    model: Any,
+    pipe: TLDPipeline,
     colours: Sequence[str],
     objects: Sequence[str],
+    *,
     seeds: int = 8,
-    device: str | None = None,
     cfg: float | None = None,
     steps: int | None = None,
-    *,
     seed_start: int = 0,
     sampler: str | None = None,
     schedule: str | None = None,
-    cfg_schedule: Any = None,
+    cfg_schedule: str | list[list[float]] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Share of seeds `seed_start ... seed_start + seeds - 1` whose dominant colour is the named one,
-    per "<colour> <object>" prompt and per colour. `model` is a folder, a hub id or a TLDPipeline;
-    None settings are the model's defaults (a `cfg` without a `cfg_schedule` is a constant scale)."""
+    per "<colour> <object>" prompt and per colour. None settings are the pipeline's defaults (a `cfg`
+    without a `cfg_schedule` is a constant scale)."""
     from tqdm.auto import tqdm
 
     check_colour_words(colours, objects, seeds)
     pipe, settings = table_pipeline(
-        model, device, cfg=cfg, steps=steps, sampler=sampler, schedule=schedule, cfg_schedule=cfg_schedule
+        pipe, cfg=cfg, steps=steps, sampler=sampler, schedule=schedule, cfg_schedule=cfg_schedule
     )
     prompts = [(colour, f"{colour} {obj}") for obj in objects for colour in colours]
     rows, t0 = [], time.perf_counter()

@@ -14,19 +14,23 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from tld.encoders.colour import hue_check, hue_check_dominants
-from tld.errors import TLDError
+from tld.diffusion import SCHEDULES
+from tld.errors import TLDError, check_int
 from tld.eval.alignment import caption_rank_alignment
 from tld.eval.features import ClassifierExtractor, FeatureExtractor, to_uint8_nhwc
+from tld.eval.hue import hue_check, hue_check_dominants
 from tld.eval.metrics import fid_from_features, kid_from_features, precision_recall
 from tld.eval.reference import ReferenceSet
+from tld.generation import SamplingDefaults, generate_and_score
+from tld.generation.scoring import SampleFn
+
+if TYPE_CHECKING:
+    from tld.pipeline import TLDPipeline
 
 # Pipeline call options a setting may change besides sampler, steps, schedule and cfg.
 PIPELINE_OPTIONS = (
@@ -63,17 +67,12 @@ class SampleSettings:
         return value
 
     def validate(self) -> None:
-        from tld.diffusion import SAMPLERS, SCHEDULES
-
-        if self.sampler not in SAMPLERS:
-            raise TLDError(f"unknown sampler {self.sampler!r}; expected one of: {', '.join(SAMPLERS)}")
+        """The generation layer's checks of the settings (the model's defaults fill the Nones)."""
         if self.schedule is not None and self.schedule not in SCHEDULES:
             raise TLDError(f"unknown schedule {self.schedule!r}; expected one of: {', '.join(SCHEDULES)}")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise TLDError(f"steps must be an integer >= 1, got {self.steps!r}")
-        if self.cfg is not None and not (isinstance(self.cfg, int | float) and self.cfg >= 0):
-            raise TLDError(f"cfg must be a number >= 0, got {self.cfg!r}")
-        self.pipeline_options()
+        options = {k: v for k, v in self.pipeline_options().items() if k != "sampler_opts"}
+        fields = {"sampler": self.sampler, "steps": self.steps, "cfg": self.cfg, **options}
+        SamplingDefaults().updated(**fields).validate()
 
     @property
     def label(self) -> str:
@@ -102,56 +101,43 @@ class EvalConfig:
 
     def validate(self) -> None:
         for name in ("n", "batch_size", "pr_k", "align_k", "kid_subsets"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (2 if name == "n" else 1):
-                raise TLDError(f"{name} must be an integer >= {2 if name == 'n' else 1}, got {value!r}")
+            check_int(getattr(self, name), name, 2 if name == "n" else 1)
 
 
-def output_size(pipe: Any) -> tuple[int, int]:
-    """(height, width) in pixels of the images a pipeline makes by default."""
-    h, w = pipe.denoiser.config.latent_size
-    f = pipe.vae.downsample_factor
-    return h * f, w * f
+def generation_identity(pipe: TLDPipeline) -> dict[str, str]:
+    """What changes a pipeline's images besides its files and the sampler settings: the dtype it
+    runs in and the kind of device (a cached result is reused only when these match)."""
+    return {"dtype": str(pipe.dtype).removeprefix("torch."), "device": pipe.device.type}
 
 
-def generate_images(
-    pipe: Any,
+def pipeline_sampler(
+    pipe: TLDPipeline,
     prompts: list[str],
     settings: SampleSettings,
-    config: EvalConfig,
-    labels: list[int] | None = None,
-) -> tuple[np.ndarray, int, dict[str, Any]]:
-    """uint8 (N, H, W, 3) images for the prompts (seed + k for image k; class labels[k] when given),
-    the NFE per image and the settings the pipeline resolved (its defaults filled in)."""
-    calls = [0]
-    handle = pipe.denoiser.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
-    images, nfe, resolved = [], 0, {}
-    starts = range(0, len(prompts), config.batch_size)
-    try:
-        for start in tqdm(
-            starts, desc=f"sampling {settings.label}", disable=not config.progress, leave=False
-        ):
-            batch = prompts[start : start + config.batch_size]
-            extra = {} if labels is None else {"class_labels": labels[start : start + len(batch)]}
-            calls[0] = 0
-            out = pipe(
-                batch,
-                cfg=settings.cfg,
-                steps=settings.steps,
-                sampler=settings.sampler,
-                schedule=settings.schedule,
-                seed=[config.seed + start + i for i in range(len(batch))],
-                output_type="np",
-                progress=False,
-                **extra,
-                **settings.pipeline_options(),
-            )
-            images.append(to_uint8_nhwc(np.asarray(out.images).transpose(0, 3, 1, 2)))
-            nfe = max(nfe, calls[0])
-            resolved = {k: out.settings.get(k) for k in ("sampler", "steps", "schedule", "cfg")}
-    finally:
-        handle.remove()
-    return np.concatenate(images), nfe, resolved
+    labels: list[int] | None,
+    resolved: dict[str, Any],
+) -> SampleFn:
+    """The sampling callable of `generate_and_score` for a pipeline: image k from prompt k (and class
+    labels[k]); `resolved` receives the settings the pipeline filled in from its defaults."""
+
+    def sample(rows: range, seeds: list[int]) -> np.ndarray:
+        extra = {} if labels is None else {"class_labels": labels[rows.start : rows.stop]}
+        out = pipe(
+            prompts[rows.start : rows.stop],
+            cfg=settings.cfg,
+            steps=settings.steps,
+            sampler=settings.sampler,
+            schedule=settings.schedule,
+            seed=seeds,
+            output_type="np",
+            progress=False,
+            **extra,
+            **settings.pipeline_options(),
+        )
+        resolved.update({k: out.settings.get(k) for k in ("sampler", "steps", "schedule", "cfg")})
+        return to_uint8_nhwc(np.asarray(out.images).transpose(0, 3, 1, 2))
+
+    return sample
 
 
 def score(
@@ -198,7 +184,7 @@ def _class_accuracy(extractor: FeatureExtractor, images: np.ndarray, labels: lis
     return {"class_accuracy": float((predict(extractor, images) == np.asarray(labels)).mean())}
 
 
-def prompts_and_labels(pipe: Any, ref: ReferenceSet, n: int) -> tuple[list[str], list[int] | None]:
+def prompts_and_labels(pipe: TLDPipeline, ref: ReferenceSet, n: int) -> tuple[list[str], list[int] | None]:
     """Prompt k = caption k of the real set (cycled); for class-conditional models also its class label."""
     if not ref.captions:
         raise TLDError("the reference set has no captions to prompt with")
@@ -220,20 +206,32 @@ def prompts_and_labels(pipe: Any, ref: ReferenceSet, n: int) -> tuple[list[str],
 
 
 def evaluate_setting(
-    pipe: Any, ref: ReferenceSet, extractor: FeatureExtractor, settings: SampleSettings, config: EvalConfig
+    pipe: TLDPipeline,
+    ref: ReferenceSet,
+    extractor: FeatureExtractor,
+    settings: SampleSettings,
+    config: EvalConfig,
 ) -> dict[str, Any]:
     """Generate config.n images with `settings` and score them; a flat dict of numbers and settings."""
     settings.validate()
     config.validate()
     prompts, labels = prompts_and_labels(pipe, ref, config.n)
-    start = time.perf_counter()
-    images, nfe, resolved = generate_images(pipe, prompts, settings, config, labels)
-    seconds = time.perf_counter() - start
+    resolved: dict[str, Any] = {}
+    run = generate_and_score(
+        pipeline_sampler(pipe, prompts, settings, labels, resolved),
+        config.n,
+        config.seed,
+        config.batch_size,
+        score=lambda images: score(images, prompts, ref, extractor, config, labels),
+        counted=pipe.denoiser,
+        progress=config.progress,
+        desc=f"sampling {settings.label}",
+    )
     return {
         **settings.to_dict(),
         **{f"used_{k}": v for k, v in resolved.items()},
-        "nfe": nfe,
-        "n": config.n,
+        "nfe": run.nfe,
+        "n": run.n,
         "n_real": len(ref.features),
         "extractor": ref.extractor,
         "conditioning": "class"
@@ -241,6 +239,6 @@ def evaluate_setting(
         else "text"
         if pipe.denoiser.config.text_dim
         else "none",
-        **score(images, prompts, ref, extractor, config, labels),
-        "seconds_per_image": seconds / config.n,
+        **run.scores,
+        "seconds_per_image": run.sample_seconds / run.n,
     }

@@ -25,7 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tld.common import require, resolve_device
-from tld.errors import TLDError
+from tld.errors import TLDError, check_int
 
 EXTRACTORS = ("efficientnet-lite0", "inception", "classifier")
 
@@ -74,8 +74,7 @@ class FeatureExtractor:
         device: str | torch.device | None = None,
         batch_size: int = 64,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise TLDError(f"batch size must be an integer >= 1, got {batch_size!r}")
+        check_int(batch_size, "batch size", 1)
         self.device = resolve_device(device)
         self.network = network.eval().requires_grad_(False).to(self.device)
         self.dim, self.input_size, self.batch_size = dim, input_size, batch_size

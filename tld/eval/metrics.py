@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from tld.errors import TLDError
+from tld.errors import TLDError, check_int
 
 # Below this many samples FID is visibly biased upwards (Chong & Forsyth 2020); 2048 is the
 # usual floor for Inception features (it equals their dimension).
@@ -139,10 +139,8 @@ def kid_from_features(
     estimate is unbiased at any size, so unlike FID it may be compared across N (and may be < 0).
     """
     a, b = _check_pair(feats_a, feats_b)
-    if isinstance(subsets, bool) or not isinstance(subsets, int) or subsets < 1:
-        raise TLDError(f"KID subsets must be an integer >= 1, got {subsets!r}")
-    if isinstance(subset_size, bool) or not isinstance(subset_size, int) or subset_size < 2:
-        raise TLDError(f"KID subset_size must be an integer >= 2, got {subset_size!r}")
+    check_int(subsets, "KID subsets", 1)
+    check_int(subset_size, "KID subset_size", 2)
     size = min(subset_size, len(a), len(b))
     rng = np.random.default_rng(seed)
     values = np.array(
@@ -184,8 +182,7 @@ def precision_recall(
     feats_real: np.ndarray, feats_fake: np.ndarray, k: int = 3, chunk: int = 1024
 ) -> tuple[float, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019) with k-NN manifolds: (precision, recall)."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise TLDError(f"precision/recall k must be an integer >= 1, got {k!r}")
+    check_int(k, "precision/recall k", 1)
     real, fake = _check_pair(feats_real, feats_fake, min_rows=k + 1)
     precision = _coverage(fake, real, _knn_radii(real, k, chunk), chunk)
     recall = _coverage(real, fake, _knn_radii(fake, k, chunk), chunk)

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from tld.encoders.colour import dominant_colour
-from tld.errors import TLDError
+from tld.errors import TLDError, check_int
 from tld.eval.features import FeatureExtractor
 from tld.eval.metrics import feature_stats
 
@@ -105,23 +105,6 @@ def iter_real_samples(data: str | os.PathLike) -> Iterator[tuple[bytes | Path, s
                 yield sample["image"], sample["caption"], label if isinstance(label, int) else None
 
 
-def iter_real_images(data: str | os.PathLike) -> Iterator[tuple[bytes | Path, str]]:
-    """(image bytes or path, caption) for every image of a shard or image folder, in file order."""
-    for source, caption, _ in iter_real_samples(data):
-        yield source, caption
-
-
-def read_captions(data: str | os.PathLike) -> list[str]:
-    """Captions for prompting: a latent folder's captions.parquet, or the captions of a shard/image folder."""
-    root = Path(data)
-    table = root / "captions.parquet"
-    if table.is_file():
-        import pandas as pd
-
-        return [str(c) for c in pd.read_parquet(table, columns=["caption"])["caption"].fillna("")]
-    return [caption for _, caption in iter_real_images(root)]
-
-
 def load_real_images(
     data: str | os.PathLike, n: int, image_size: tuple[int, int]
 ) -> tuple[np.ndarray, list[str], list[int] | None]:
@@ -197,8 +180,7 @@ def reference_set(
     progress: bool = True,
 ) -> ReferenceSet:
     """Features of the first n real images of `data` (fewer if it has fewer), from the cache when there."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise TLDError(f"the number of images must be an integer >= 2, got {n!r}")
+    check_int(n, "the number of images", 2)
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     root = Path(data)
     path = cache_path(root, extractor.name, size, n, Path(cache_dir) if cache_dir else default_cache_dir())

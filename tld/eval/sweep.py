@@ -1,7 +1,7 @@
 """A grid of sampler settings (sampler x steps x schedule x cfg), each cell scored against one reference.
 
 Each finished cell is written to `<out>/cells/<label>.json` together with the identity of the run
-(model, data fingerprint, extractor, N, seed, scoring options); a rerun with the same identity reads
+(model, data fingerprint, extractor, dtype, device, N, seed, scoring options, the cell's settings); a rerun with the same identity reads
 the cell instead of computing it, so an interrupted sweep resumes where it stopped, and a changed
 identity recomputes. The report (results.md, results.csv, fid_vs_nfe.png) is rewritten at the end.
 """
@@ -13,16 +13,19 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
 from tld.common import write_json_atomic
 from tld.errors import TLDError
-from tld.eval.evaluate import EvalConfig, SampleSettings, evaluate_setting
+from tld.eval.evaluate import EvalConfig, SampleSettings, evaluate_setting, generation_identity
 from tld.eval.features import FeatureExtractor
 from tld.eval.reference import ReferenceSet
 from tld.eval.report import write_report
+
+if TYPE_CHECKING:
+    from tld.pipeline import TLDPipeline
 
 
 @dataclass
@@ -40,7 +43,7 @@ class SweepGrid:
             if not getattr(self, name):
                 raise TLDError(f"the sweep needs at least one value for {name}")
         cells = [
-            SampleSettings(sampler, steps, schedule, cfg, options)
+            SampleSettings(sampler=sampler, steps=steps, schedule=schedule, cfg=cfg, options=options)
             for sampler, steps, schedule, cfg, options in itertools.product(
                 self.samplers, self.steps, self.schedules, self.cfgs, self.options
             )
@@ -69,7 +72,7 @@ def _read_cell(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def run_sweep(
-    pipe: Any,
+    pipe: TLDPipeline,
     ref: ReferenceSet,
     extractor: FeatureExtractor,
     grid: SweepGrid,
@@ -79,25 +82,28 @@ def run_sweep(
 ) -> SweepResult:
     """Evaluate every cell not already cached under out_dir, then write the report.
 
-    `identity` names what the cells were computed from (model, data ...); scoring options from
-    `config` are added to it, so changing N or the seed recomputes every cell.
+    `identity` names what the cells were computed from (model, data ...); the pipeline's dtype and
+    device, the scoring options from `config` and the cell's own settings are added to it, so
+    changing any of them (N, the seed, --dtype ...) recomputes the cell.
     """
     cells = grid.cells()
     config.validate()
     identity = {
         **identity,
+        **generation_identity(pipe),
         **{k: v for k, v in asdict(config).items() if k not in ("progress", "batch_size")},
     }
-    identity = json.loads(json.dumps(identity))  # as read back from JSON, for the comparison
     cell_dir = Path(out_dir) / "cells"
     cell_dir.mkdir(parents=True, exist_ok=True)
     rows, computed = [], 0
     for cell in tqdm(cells, desc="sweep", disable=not config.progress):
         path = cell_dir / f"{cell.label}.json"
-        result = _read_cell(path, identity)
+        # as read back from JSON, for the comparison
+        cell_identity = json.loads(json.dumps({**identity, "setting": cell.to_dict()}))
+        result = _read_cell(path, cell_identity)
         if result is None:
             result = evaluate_setting(pipe, ref, extractor, cell, config)
-            write_json_atomic(path, {"identity": identity, "result": result})
+            write_json_atomic(path, {"identity": cell_identity, "result": result})
             computed += 1
         rows.append(result)
     header = (
@@ -108,4 +114,4 @@ def run_sweep(
         )
     )
     paths = write_report(rows, out_dir, header)
-    return SweepResult(rows, computed, len(cells) - computed, paths)
+    return SweepResult(rows=rows, computed=computed, reused=len(cells) - computed, paths=paths)

@@ -5,7 +5,7 @@
     out[0].save("owl.png"); out.seeds      # [11, 12, 13, 14]
 
 Also `img2img`, `inpaint` and `outpaint` (`tld.pipeline.edit`). The sampling core lives in
-`tld.pipeline.sampling`, the model folder format in `tld.pipeline.folder`.
+the generation layer (`tld.generation`), the model folder format in `tld.pipeline.folder`.
 """
 
 from __future__ import annotations
@@ -23,19 +23,21 @@ from tld.diffusion.parameterizations import Parameterization
 from tld.encoders.text import load_text_encoder
 from tld.encoders.vae import VAE
 from tld.errors import TLDError
-from tld.model import Denoiser
-from tld.pipeline import edit
-from tld.pipeline.folder import bundled_model_path, local_model_folder, read_model_config, update_config_json
-from tld.pipeline.sampling import (
+from tld.generation import (
     Job,
     SamplingDefaults,
-    TLDOutput,
+    default_schedule,
+    default_size,
     make_job,
     nudge,
-    null_condition,
     sample_text_to_image,
-    to_output,
 )
+from tld.generation.run import null_condition
+from tld.model import Denoiser
+from tld.model.cpu import apply_cpu_kernels
+from tld.pipeline import edit
+from tld.pipeline.folder import bundled_model_path, local_model_folder, read_model_config, update_config_json
+from tld.pipeline.sampling import TLDOutput, to_output
 
 __all__ = ["ORIGINAL_SAMPLING", "SamplingDefaults", "TLDOutput", "TLDPipeline"]
 
@@ -67,8 +69,10 @@ class TLDPipeline:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         compile: bool = False,
+        cpu_kernels: str = "auto",
     ):
         self.denoiser = denoiser.eval().requires_grad_(False)
+        self.cpu_kernels = cpu_kernels
         self.vae = vae
         self.text_encoder = text_encoder
         self.param = _as_parameterization(parameterization)
@@ -119,6 +123,8 @@ class TLDPipeline:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.denoiser.to(self.device, self.dtype)
+        # CPU kernels (tld.model.cpu) only where the denoiser runs on the CPU; elsewhere the plain net.
+        apply_cpu_kernels(self.denoiser, self.cpu_kernels if self.device.type == "cpu" else "off")
         self.vae.to(self.device, self.dtype)
         if self.text_encoder is not None:
             self.text_encoder.to(self.device)  # text embeddings stay float32; the encoder keeps its dtype
@@ -128,6 +134,11 @@ class TLDPipeline:
     def latent_factor(self) -> int:
         """Pixel sizes must be multiples of this: VAE downsampling x patch size."""
         return self.vae.downsample_factor * self.denoiser.config.patch_size
+
+    @property
+    def default_size(self) -> tuple[int, int]:
+        """(height, width) in pixels of the images a call without height/width makes."""
+        return default_size(self.denoiser.config.latent_size, self.vae.downsample_factor)
 
     @property
     def is_inpainting_model(self) -> bool:
@@ -143,11 +154,13 @@ class TLDPipeline:
         dtype: str | torch.dtype | None = None,
         revision: str | None = None,
         compile: bool = False,
+        cpu_kernels: str = "auto",
     ) -> TLDPipeline:
         """Load a model folder (docs/internals.md) or download one from the Hugging Face hub.
 
         No argument loads the demo model bundled with the package (`bundled_model_path()`);
-        `compile=True` torch.compiles the denoiser (`compile`).
+        `compile=True` torch.compiles the denoiser (`compile`); `cpu_kernels` picks the CPU kernel
+        policy ("auto", "onednn", "blas" or "off", `tld.model.cpu`) used while it runs on the CPU.
         """
         if path_or_repo_id is None:
             path_or_repo_id = bundled_model_path()
@@ -176,6 +189,7 @@ class TLDPipeline:
             device=device,
             dtype=dtype,
             compile=compile,
+            cpu_kernels=cpu_kernels,
         )
 
     def save_pretrained(self, folder: str | os.PathLike, components: bool = True) -> Path:
@@ -293,14 +307,13 @@ class TLDPipeline:
     # ---- the sampling steps every call shares --------------------------------------------------------
     def make_job(self, prompt: str | Sequence[str], call: dict[str, Any]) -> Job:
         """Check a call's arguments against the model's SamplingDefaults; one row per image."""
-        default_schedule = "tld" if self.param.name == "tld" else "karras"
-        return make_job(self.sampling, default_schedule, prompt, **call)
+        return make_job(self.sampling, default_schedule(self.param.name), prompt, **call)
 
     def _latent_hw(self, height: int | None, width: int | None) -> tuple[int, int]:
-        trained_h, trained_w = self.denoiser.config.latent_size
+        default_h, default_w = self.default_size
         f, step = self.vae.downsample_factor, self.latent_factor
-        height = trained_h * f if height is None else height
-        width = trained_w * f if width is None else width
+        height = default_h if height is None else height
+        width = default_w if width is None else width
         for name, value in (("height", height), ("width", width)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % step:
                 raise TLDError(

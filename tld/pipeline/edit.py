@@ -30,18 +30,11 @@ from tqdm.auto import tqdm
 from tld.diffusion.guidance import parse_cfg_schedule
 from tld.diffusion.noise import randn_like_seeded
 from tld.encoders.images import pil_to_tensor
-from tld.errors import TLDError
+from tld.errors import TLDError, check_int, check_number
+from tld.generation.job import Job, initial_noise
+from tld.generation.run import check_first_step, guided_denoiser, run_sampler, sigmas_for, with_concat
 from tld.model.surgery import blank_inpaint_concat, inpaint_concat
-from tld.pipeline.sampling import (
-    Job,
-    TLDOutput,
-    check_first_step,
-    guided_denoiser,
-    initial_noise,
-    run_sampler,
-    sigmas_for,
-    with_concat,
-)
+from tld.pipeline.sampling import TLDOutput
 
 if TYPE_CHECKING:
     from tld.pipeline.core import TLDPipeline
@@ -74,8 +67,7 @@ def img2img(
 
     strength 0 returns the VAE reconstruction, 1 ignores the image.
     """
-    if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0 <= strength <= 1:
-        raise TLDError(f"strength must be a number in [0, 1], got {strength!r}")
+    check_number(strength, "strength", 0, 1)
     job = pipe.make_job(prompt, kwargs)
     z = pipe.vae.encode(_images(pipe, image, job.batch))
     full = sigmas_for(job, pipe.param, pipe.device)
@@ -172,8 +164,7 @@ def _inpaint(
     resample: int,
     composite: bool,
 ) -> TLDOutput:
-    if isinstance(resample, bool) or not isinstance(resample, int) or resample < 1:
-        raise TLDError(f"resample must be an integer >= 1, got {resample!r}")
+    check_int(resample, "resample", 1)
     known = pipe.vae.encode(pixels)
     mask = latent_mask(mask_px, pipe.vae.downsample_factor, feather).expand(job.batch, -1, -1, -1)
     noise, generators = initial_noise(job, tuple(known.shape[1:]), pipe.device)

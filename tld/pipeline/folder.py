@@ -12,6 +12,7 @@ the training export share it); this module adds what a loadable model folder mus
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "FORMAT_VERSION",
     "WEIGHTS_NAME",
     "bundled_model_path",
+    "export_fp16",
     "local_model_folder",
     "read_model_config",
     "update_config_json",
@@ -94,3 +96,44 @@ def read_model_config(folder: str | os.PathLike) -> dict[str, Any]:
     if version > FORMAT_VERSION:
         raise TLDError(f"model folder format version {version} is newer than this tld ({FORMAT_VERSION})")
     return config
+
+
+def export_fp16(folder: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Copy a model folder to `dest` with every safetensors file cast to float16 (loaders upcast on
+    load); written under a temporary name and renamed, so `dest` is never half a folder."""
+    from safetensors.torch import load_file, save_file
+
+    read_model_config(folder)  # a folder that would not load is refused before anything is written
+    dest = Path(dest)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(folder, tmp)
+    for path in tmp.rglob("*.safetensors"):
+        state = load_file(str(path))
+        half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        save_file(half, str(path), metadata={"format": "pt"})
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+def pixel_step(model: str | os.PathLike | None = None) -> int | None:
+    """Pixels per latent patch (VAE factor x patch size) of a local model folder, None = the bundled
+    model, read from config.json and vae/config.json without loading any weights. None where the
+    folder or its VAE is not local (a hub id, a hub VAE spec): the load checks those sizes instead."""
+    folder = bundled_model_path() if model is None else Path(model)
+    config = read_config_json(folder) if folder.is_dir() else {}
+    patch = (config.get("denoiser") or {}).get("patch_size")
+    vae = config.get("vae")
+    if not patch or not isinstance(vae, str) or not (folder / vae).is_dir():
+        return None
+    blocks = read_config_json(folder / vae).get("block_out_channels")
+    return 2 ** (len(blocks) - 1) * int(patch) if blocks else None
+
+
+def check_pixel_multiples(model: str | os.PathLike | None, what: str, sizes: dict[str, int | None]) -> None:
+    """Refuse sizes a model cannot take before it loads: `what` names them in the one-line error."""
+    step = pixel_step(model)
+    bad = {k: v for k, v in sizes.items() if step and isinstance(v, int) and v % step}
+    if bad:
+        raise TLDError(f"{what} must be multiples of {step} pixels, got {bad}")

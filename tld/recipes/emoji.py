@@ -15,13 +15,20 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tld.common import write_json_atomic
+from tld.data.format import META
+from tld.encoders.vae import TLD_VAE_JSON
 from tld.errors import TLDError
 from tld.eval.colours import DEFAULT_COLOURS, DEFAULT_OBJECTS
+from tld.model.files import WEIGHTS_NAME
+from tld.recipes.ship import EVAL_SUMMARY, TIMINGS, ship_model
+
+T = TypeVar("T")
 
 SETS = ("openmoji", "twemoji", "noto", "fluent-emoji-flat")
 # The colour table: DEFAULT_COLOURS x DEFAULT_OBJECTS (each emoji set draws these objects in many
@@ -116,15 +123,15 @@ def train_vae_step(r: EmojiRecipe) -> Path:
     from tld.training.vae_train import train_vae
 
     vae_dir = r.out / "vae" / "vae"
-    if r.vae is not None and not (vae_dir / "tld_vae.json").is_file():
+    if r.vae is not None and not (vae_dir / TLD_VAE_JSON).is_file():
         import shutil
 
-        if not (Path(r.vae) / "tld_vae.json").is_file():
+        if not (Path(r.vae) / TLD_VAE_JSON).is_file():
             raise TLDError(f"--vae {r.vae} is not a VAE folder written by `tld train-vae` (no tld_vae.json)")
         print(f"[recipe] vae: using {r.vae}, trained earlier (its record says how)", flush=True)
         shutil.copytree(r.vae, vae_dir.with_name("vae.tmp"), dirs_exist_ok=True)
         vae_dir.with_name("vae.tmp").rename(vae_dir)
-    if _step("vae", (vae_dir / "tld_vae.json").is_file()):
+    if _step("vae", (vae_dir / TLD_VAE_JSON).is_file()):
         result = train_vae(r.vae_config())
         print(f"[recipe] vae: held-out PSNR {result.val_psnr:.2f} dB after {result.step} steps")
     return vae_dir
@@ -142,7 +149,7 @@ def encode_step(r: EmojiRecipe, vae_dir: Path) -> None:
     from tld.preprocessing.encode import EncodeConfig, encode
 
     latents = r.out / "latents"
-    if _step("encode", (latents / "meta.json").is_file()):
+    if _step("encode", (latents / META).is_file()):
         cfg = EncodeConfig(
             vae=str(vae_dir), text_encoder=dict(TEXT_SPEC), text_tokens=True, latent_dtype="float16",
             device=r.device,
@@ -152,11 +159,12 @@ def encode_step(r: EmojiRecipe, vae_dir: Path) -> None:
 
 
 def train_step(r: EmojiRecipe) -> None:
+    from tld.training import checkpoint as ckpt
     from tld.training import train
     from tld.training.config import TrainConfig
 
     cfg = TrainConfig.from_dict(r.train_config())
-    done = (Path(cfg.output_dir) / "checkpoints" / f"step_{cfg.steps}").is_dir()
+    done = ckpt.latest_step(ckpt.run_checkpoints(cfg.output_dir)) >= cfg.steps
     if _step("train", done):
         train(cfg)
 
@@ -165,16 +173,30 @@ def export_step(r: EmojiRecipe) -> Path:
     from tld.training.export import export_checkpoint
 
     model = r.out / "model"
-    if _step("export", (model / "denoiser.safetensors").is_file()):
+    if _step("export", (model / WEIGHTS_NAME).is_file()):
         export_checkpoint(r.out / "denoiser", model)
     return model
 
 
-def _timed(r: EmojiRecipe, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+def eval_step(r: EmojiRecipe, model: Path) -> dict[str, Any]:
+    """The colour table of the exported model, with the real-image ceiling of the data."""
+    from tld import TLDPipeline
+    from tld.eval.colours import colour_table, real_colour_ceiling
+
+    pipe = TLDPipeline.from_pretrained(model, device=r.device)
+    summary = colour_table(
+        pipe, DEFAULT_COLOURS, DEFAULT_OBJECTS, seeds=r.seeds, cfg=r.eval_cfg, steps=EVAL_STEPS,
+        cfg_schedule=r.eval_cfg_schedule or [],
+    )  # fmt: skip
+    summary["real"] = real_colour_ceiling(r.shards / "all", DEFAULT_COLOURS, DEFAULT_OBJECTS)
+    return summary
+
+
+def _timed(r: EmojiRecipe, name: str, fn: Callable[..., T], *args: Any) -> T:
     """Run one step and add its wall time to OUT/timings.json (summed over resumed calls)."""
     t0 = time.time()
-    result = fn(*args, **kwargs)
-    path = r.out / "timings.json"
+    result = fn(*args)
+    path = r.out / TIMINGS
     timings = json.loads(path.read_text()) if path.is_file() else {}
     timings[name] = round(timings.get(name, 0.0) + time.time() - t0, 1)
     write_json_atomic(path, timings)
@@ -183,9 +205,6 @@ def _timed(r: EmojiRecipe, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any
 
 def run_recipe(r: EmojiRecipe, ship: str | None = None) -> dict[str, Any]:
     """Every step in order; returns the evaluation summary (also written to OUT/eval.json)."""
-    from tld.eval.colours import colour_table, real_colour_ceiling
-    from tld.recipes.report import ship_model
-
     r.out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     _timed(r, "data", build_data, r)
@@ -193,11 +212,9 @@ def run_recipe(r: EmojiRecipe, ship: str | None = None) -> dict[str, Any]:
     _timed(r, "encode", encode_step, r, vae_dir)
     _timed(r, "train", train_step, r)
     model = _timed(r, "export", export_step, r)
-    summary_path = r.out / "eval.json"
+    summary_path = r.out / EVAL_SUMMARY
     if _step("eval", summary_path.is_file()):
-        summary = _timed(r, "eval", colour_table, model, DEFAULT_COLOURS, DEFAULT_OBJECTS,
-                         r.seeds, r.device, r.eval_cfg, EVAL_STEPS, cfg_schedule=r.eval_cfg_schedule or [])  # fmt: skip
-        summary["real"] = real_colour_ceiling(r.shards / "all", DEFAULT_COLOURS, DEFAULT_OBJECTS)
+        summary = _timed(r, "eval", eval_step, r, model)
         write_json_atomic(summary_path, summary)  # eval.json marks the step done: never half-written
     summary = json.loads(summary_path.read_text())
     if ship:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import re
 import shutil
@@ -17,8 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from tld.common import first_line
 from tld.errors import TLDError
 
 MODEL = "model.safetensors"
@@ -29,6 +32,7 @@ RNG = "rng.pt"
 SCALER = "scaler.pt"  # fp16 only: the GradScaler's scale and growth tracker
 STATE = "state.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+CHECKPOINTS = "checkpoints"  # the folder of a run's output_dir that holds its step_<N>/ checkpoints
 
 
 def capture_rng() -> dict[str, Any]:
@@ -125,6 +129,17 @@ def list_checkpoints(root: str | os.PathLike) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def run_checkpoints(output_dir: str | os.PathLike) -> Path:
+    """The checkpoint folder of a training run's output_dir."""
+    return Path(output_dir) / CHECKPOINTS
+
+
+def latest_step(root: str | os.PathLike) -> int:
+    """The step of the newest complete checkpoint under root; 0 when there is none."""
+    found = list_checkpoints(root)
+    return found[-1][0] if found else 0
+
+
 def latest_checkpoint(root: str | os.PathLike) -> Path | None:
     found = list_checkpoints(root)
     return found[-1][1] if found else None
@@ -143,17 +158,56 @@ def read_state(folder: str | os.PathLike) -> dict[str, Any]:
     path = Path(folder) / STATE
     if not path.is_file():
         raise TLDError(f"{folder} is not a complete training checkpoint (no {STATE})")
-    return json.loads(path.read_text())
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise TLDError(f"cannot read {path}: {first_line(exc)}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise TLDError(f"{path} is not a checkpoint state (a JSON object with an integer 'step')")
+    return state
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise TLDError(f"cannot load {path}: {first_line(exc)}") from None
+
+
+def _load_torch(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as exc:
+        # The unpickler's first line advises weights_only=False: never for a file that fails to load.
+        reason = (
+            "not a file written by torch.save" if isinstance(exc, pickle.UnpicklingError) else first_line(exc)
+        )
+        raise TLDError(f"cannot load {path}: {reason}") from None
 
 
 def load_checkpoint(folder: str | os.PathLike) -> dict[str, Any]:
-    """Everything a checkpoint holds; tensors load without pickle-executed code."""
+    """Everything a checkpoint holds; tensors load without pickle-executed code. A missing,
+    truncated or garbled file is a one-line TLDError naming it."""
     folder = Path(folder)
     state = read_state(folder)
-    out: dict[str, Any] = {"state": state, "model": load_file(str(folder / MODEL))}
-    out["ema"] = load_file(str(folder / EMA)) if (folder / EMA).is_file() else None
+    out: dict[str, Any] = {"state": state, "model": _load_tensors(folder / MODEL)}
+    out["ema"] = _load_tensors(folder / EMA) if (folder / EMA).is_file() else None
     for key, name in (("optimizer", OPTIMIZER), ("scheduler", SCHEDULER), ("rng", RNG)):
-        out[key] = torch.load(folder / name, map_location="cpu", weights_only=True)
+        out[key] = _load_torch(folder / name)
     scaler = folder / SCALER
-    out["scaler"] = torch.load(scaler, map_location="cpu", weights_only=True) if scaler.is_file() else None
+    out["scaler"] = _load_torch(scaler) if scaler.is_file() else None
     return out
+
+
+def load_newest(root: str | os.PathLike) -> tuple[Path, dict[str, Any], list[tuple[Path, str]]] | None:
+    """The newest checkpoint under root that loads, as (folder, contents, skipped); None if there is
+    none. `skipped` holds (folder, why) of each newer checkpoint that did not load."""
+    skipped: list[tuple[Path, str]] = []
+    for _, folder in reversed(list_checkpoints(root)):
+        try:
+            return folder, load_checkpoint(folder), skipped
+        except TLDError as exc:
+            skipped.append((folder, str(exc)))
+    if skipped:
+        raise TLDError(f"no checkpoint under {root} loads; the newest, {skipped[0][0].name}: {skipped[0][1]}")
+    return None

@@ -11,11 +11,9 @@ only with the weights. Only the main process evaluates; the values go to the tra
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -23,12 +21,20 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tld.data import LatentDataset
-from tld.errors import TLDError
+from tld.diffusion import SCHEDULES
+from tld.diffusion.parameterizations import Parameterization
+from tld.encoders.vae import VAE
+from tld.errors import TLDError, check_int
+from tld.eval.extractors import load_extractor
 from tld.eval.features import FeatureExtractor, to_uint8_nhwc
 from tld.eval.metrics import fid_from_features, kid_from_features
+from tld.eval.reference import reference_set
+from tld.generation import SamplingDefaults, default_size, generate_and_score, sample_seeded
+from tld.generation.decode import dataset_vae, latents_to_images
+from tld.generation.scoring import Scored, ScoreFn
 from tld.training.config import FIDConfig, TrainConfig
 from tld.training.ema import EMA
-from tld.training.samples import ema_copy, latents_to_images, sample_seeded
+from tld.training.samples import ema_copy
 
 LOG_NAME = "log.jsonl"
 
@@ -36,9 +42,7 @@ LOG_NAME = "log.jsonl"
 def check_fid_config(f: FIDConfig) -> bool:
     """True when FID is on; a TLDError naming the field when the block is set up wrongly."""
     for name in ("every", "num", "reference_num", "batch_size", "steps"):
-        value = getattr(f, name)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TLDError(f"fid.{name} must be an integer, got {value!r}")
+        check_int(getattr(f, name), f"fid.{name}")
     if f.every < 0 or (f.reference and f.every == 0):
         raise TLDError(f"fid.every must be >= 1 (steps between FID evaluations), got {f.every}")
     if not f.every:
@@ -48,36 +52,24 @@ def check_fid_config(f: FIDConfig) -> bool:
     if not Path(f.reference).is_dir():
         raise TLDError(f"fid.reference {f.reference} is not a folder")
     for name, low in (("num", 2), ("reference_num", 2), ("batch_size", 1)):
-        if getattr(f, name) < low:
-            raise TLDError(f"fid.{name} must be >= {low}, got {getattr(f, name)}")
+        check_int(getattr(f, name), f"fid.{name}", low)
     _settings(f).validate()
-    from tld.diffusion import SCHEDULES
-
     if f.schedule not in SCHEDULES:
         raise TLDError(f"fid.schedule {f.schedule!r} is unknown; expected one of: {', '.join(SCHEDULES)}")
     return True
 
 
-def _settings(f: FIDConfig) -> Any:
-    from tld.pipeline.sampling import SamplingDefaults
-
+def _settings(f: FIDConfig) -> SamplingDefaults:
     return SamplingDefaults(cfg=f.cfg, steps=f.steps, sampler=f.sampler, schedule=f.schedule)
 
 
-def _load_vae(f: FIDConfig, data: LatentDataset, device: torch.device) -> Any:
-    from tld.encoders.vae import VAE
-
-    meta = data.arrays.meta
-    spec = f.vae or meta.vae
-    path = spec if isinstance(spec, str) else (spec or {}).get("path")
-    if not path:
+def _load_vae(f: FIDConfig, data: LatentDataset, device: torch.device) -> VAE:
+    vae = dataset_vae(data.arrays.meta, device, f.vae, "fid.vae")
+    if vae is None:
         raise TLDError(
             f"FID needs a VAE to decode samples: {data.arrays.folder}/meta.json records none; set fid.vae"
         )
-    try:
-        return VAE.from_pretrained(path, latent_scale=float(meta.latent_scale), device=device)
-    except TLDError as e:
-        raise TLDError(f"fid: {e} (set fid.vae to the VAE the latents were encoded with)") from None
+    return vae
 
 
 def _condition_rows(data: LatentDataset, num: int, seed: int) -> dict[str, torch.Tensor]:
@@ -94,8 +86,8 @@ class FIDMonitor:
     """What an evaluation needs, loaded once at the start of training."""
 
     config: FIDConfig
-    settings: Any  # tld.pipeline.sampling.SamplingDefaults
-    vae: Any  # tld.encoders.vae.VAE
+    settings: SamplingDefaults
+    vae: VAE
     extractor: FeatureExtractor
     real: np.ndarray  # (N_real, D) reference features
     cond: dict[str, torch.Tensor]  # row k is image k's condition
@@ -103,36 +95,38 @@ class FIDMonitor:
     log_path: Path
     progress: bool
 
-    def images(self, model: nn.Module, param: Any, device: torch.device) -> np.ndarray:
-        """uint8 (num, H, W, 3): decoded EMA samples, image k from seed + k and condition row k."""
-        f, out = self.config, []
-        starts = range(0, f.num, f.batch_size)
-        for start in tqdm(starts, desc="fid samples", disable=not self.progress, leave=False):
-            stop = min(start + f.batch_size, f.num)
-            cond = {k: v[start:stop] for k, v in self.cond.items()}
-            seeds = [f.seed + k for k in range(start, stop)]
-            latents = sample_seeded(model, param, cond, seeds, self.shape, self.settings, device)
-            out.append(to_uint8_nhwc(latents_to_images(latents, self.vae)))
-        return np.concatenate(out)
+    def run(
+        self, model: nn.Module, param: Parameterization, device: torch.device, score: ScoreFn | None = None
+    ) -> Scored:
+        """Decoded samples of `model`, image k from seed + k and condition row k, scored by `score`."""
 
-    def evaluate(self, net: nn.Module, ema: EMA, param: Any) -> dict[str, float]:
-        """FID (and KID) of `num` EMA samples against the reference features."""
-        start = time.perf_counter()
-        device = next(net.parameters()).device
-        images = self.images(ema_copy(net, ema), param, device)
+        def sample(rows: range, seeds: list[int]) -> np.ndarray:
+            cond = {k: v[rows.start : rows.stop] for k, v in self.cond.items()}
+            latents = sample_seeded(model, param, cond, seeds, self.shape, self.settings, device)
+            return to_uint8_nhwc(latents_to_images(latents, self.vae))
+
+        f = self.config
+        return generate_and_score(
+            sample, f.num, f.seed, f.batch_size, score=score, progress=self.progress, desc="fid samples"
+        )
+
+    def images(self, model: nn.Module, param: Parameterization, device: torch.device) -> np.ndarray:
+        """uint8 (num, H, W, 3): decoded EMA samples, image k from seed + k and condition row k."""
+        return self.run(model, param, device).images
+
+    def _score(self, images: np.ndarray) -> dict[str, float]:
         feats = self.extractor(images, progress=False)
         kid, _ = kid_from_features(self.real, feats, seed=self.config.seed)
-        fid = fid_from_features(self.real, feats)
-        n_real = len(self.real)
-        return {
-            "fid": fid,
-            "kid": kid,
-            "n": len(feats),
-            "n_real": n_real,
-            "seconds": time.perf_counter() - start,
-        }
+        return {"fid": fid_from_features(self.real, feats), "kid": kid}
 
-    def log(self, step: int, net: nn.Module, ema: EMA, param: Any, tracker: Callable | None) -> dict:
+    def evaluate(self, net: nn.Module, ema: EMA, param: Parameterization) -> dict[str, float]:
+        """FID (and KID) of `num` EMA samples against the reference features."""
+        run = self.run(ema_copy(net, ema), param, next(net.parameters()).device, self._score)
+        return {**run.scores, "n": run.n, "n_real": len(self.real), "seconds": run.seconds}
+
+    def log(
+        self, step: int, net: nn.Module, ema: EMA, param: Parameterization, tracker: Callable | None
+    ) -> dict[str, float]:
         """Evaluate, append to log.jsonl and send fid/kid to `tracker` (Accelerator.log) when given."""
         values = self.evaluate(net, ema, param)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,16 +146,18 @@ def start_fid(
     f = config.fid
     if not check_fid_config(f) or not main:
         return None
-    from tld.eval.extractors import load_extractor
-    from tld.eval.reference import reference_set
-
     vae = _load_vae(f, data, device)
     extractor = load_extractor(f.extractor, device=device, batch_size=f.batch_size, classifier=f.classifier)
-    c, h, w = data.latent_shape
-    size = (h * vae.downsample_factor, w * vae.downsample_factor)
+    size = default_size(data.latent_shape[1:], vae.downsample_factor)
     ref = reference_set(f.reference, extractor, size, f.reference_num, f.cache_dir, progress=config.progress)
-    log_path = Path(config.output_dir) / LOG_NAME
-    cond = _condition_rows(data, f.num, f.seed)
     return FIDMonitor(
-        f, _settings(f), vae, extractor, ref.features, cond, (c, h, w), log_path, config.progress
+        config=f,
+        settings=_settings(f),
+        vae=vae,
+        extractor=extractor,
+        real=ref.features,
+        cond=_condition_rows(data, f.num, f.seed),
+        shape=data.latent_shape,
+        log_path=Path(config.output_dir) / LOG_NAME,
+        progress=config.progress,
     )

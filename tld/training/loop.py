@@ -8,7 +8,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,12 +18,22 @@ from tqdm.auto import tqdm
 
 from tld.data import LatentDataset, StepBatches, derive_seed, step_loader
 from tld.data.balance import balanced_repeats
+from tld.diffusion.densities import Density
+from tld.diffusion.parameterizations import Parameterization
+from tld.encoders.vae import VAE
 from tld.errors import TLDError
+from tld.model.cpu import apply_cpu_kernels
 from tld.training import checkpoint as ckpt
 from tld.training.config import TrainConfig
 from tld.training.ema import EMA
 from tld.training.fid_eval import start_fid
 from tld.training.objective import build_model, build_optimizer, micro_batch_loss
+from tld.training.resume import check_changes, load_resume, record_config
+from tld.training.resume import report as report_resume
+from tld.training.samples import grid_vae, sample_grid, save_grid
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 
 @dataclass
@@ -83,7 +93,7 @@ def check_resume_compatible(state: dict[str, Any], key: dict[str, Any], folder: 
 def find_resume(config: TrainConfig) -> Path | None:
     if not config.resume:
         return None
-    root = Path(config.output_dir) / "checkpoints"
+    root = ckpt.run_checkpoints(config.output_dir)
     if config.resume in ("latest", "auto", True):
         found = ckpt.latest_checkpoint(root)
         if found is None and config.resume != "auto":
@@ -104,16 +114,16 @@ def _seed_everything(seed: int) -> None:
 class _Run:
     """Everything one training run holds: built once by `_start`, stepped by `train`."""
 
-    acc: Any
+    acc: Accelerator
     config: TrainConfig
     data: LatentDataset
     net: nn.Module
     train_net: nn.Module
-    param: Any
-    density: Any
+    param: Parameterization
+    density: Density
     ema: EMA
     opt: torch.optim.Optimizer
-    sched: Any
+    sched: torch.optim.lr_scheduler.LambdaLR
     compat: dict[str, Any]
     step: int
     trackers: list[str]
@@ -137,15 +147,15 @@ def _start(config: TrainConfig) -> tuple[_Run, dict[str, Any] | None]:
     _seed_everything(config.seed)
     net = build_model(config, data)
     net.grad_checkpointing = config.grad_checkpointing
+    apply_cpu_kernels(net, config.cpu_kernels if acc.device.type == "cpu" else "off")
     compat = compat_key(config, net.config.to_dict())
     ema = EMA(net, config.ema.decay, config.ema.warmup, config.ema.start_step)
     opt = build_optimizer(net.parameters(), config.optim)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(config))
-    step, saved = 0, None
-    resume_from = find_resume(config)
-    if resume_from is not None:
-        saved = ckpt.load_checkpoint(resume_from)
-        check_resume_compatible(saved["state"], compat, resume_from)
+    step, saved = 0, load_resume(config)
+    if saved is not None:
+        check_resume_compatible(saved["state"], compat, saved["folder"])
+        saved["changes"] = check_changes(saved, config)
         net.load_state_dict(saved["model"])
         ema.load_state_dict(saved["ema"])
         opt.load_state_dict(saved["optimizer"])
@@ -160,11 +170,14 @@ def _start(config: TrainConfig) -> tuple[_Run, dict[str, Any] | None]:
     train_net = torch.compile(net) if config.compile else net
     param = get_parameterization(**config.diffusion.parameterization)
     density = _density(config.diffusion.density, param)
-    run = _Run(acc, config, data, net, train_net, param, density, ema, opt, sched, compat, step, trackers)
+    run = _Run(
+        acc=acc, config=config, data=data, net=net, train_net=train_net, param=param, density=density,
+        ema=ema, opt=opt, sched=sched, compat=compat, step=step, trackers=trackers,
+    )  # fmt: skip
     return run, saved
 
 
-def _density(spec: dict[str, Any], param: Any) -> Any:
+def _density(spec: dict[str, Any], param: Parameterization) -> Density:
     """The training sigma density; `discrete` without sigmas takes the eps/v model's own."""
     from tld.diffusion.densities import get_density
 
@@ -202,7 +215,9 @@ def _optimizer_step(run: _Run, it, first: bool) -> float:
         sync = acc.no_sync(run.net) if micro < accum - 1 else nullcontext()
         with sync, acc.autocast():
             check = first and micro == 0  # inputs are checked where they enter: the first batch
-            loss = micro_batch_loss(run.train_net, run.param, run.density, batch, gen, config, check=check)
+            loss = micro_batch_loss(
+                run.train_net, run.param, run.density, batch, gen, config, check=check, step=run.step
+            )
         acc.backward(loss / accum)
         total += loss.detach() / accum
     if config.optim.grad_clip > 0:
@@ -222,15 +237,18 @@ def train(config: TrainConfig | dict | str) -> TrainResult:
     run, saved = _start(config)
     acc = run.acc
     fid = start_fid(config, run.data, acc.device, acc.is_main_process)  # None: off, or not the main process
+    vae = grid_vae(config, run.data, acc.device) if acc.is_main_process else None
     if acc.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
-        config.save(out_dir / "config.yaml")
+        record_config(out_dir, config, saved, saved["changes"] if saved else [])
         _print_summary(acc, config, acc.unwrap_model(run.net), run.data)
+        if saved is not None:
+            report_resume(saved, saved["changes"], acc.print)
     if run.trackers:
         acc.init_trackers("tld", config={"steps": config.steps, "batch_size": config.batch_size})
     images_per_step = config.batch_size * config.optim.grad_accum * acc.num_processes
     losses: list[float] = []
-    last_ckpt = ckpt.latest_checkpoint(out_dir / "checkpoints")
+    last_ckpt = ckpt.latest_checkpoint(ckpt.run_checkpoints(out_dir))
     bar = tqdm(
         total=config.steps,
         initial=run.step,
@@ -255,7 +273,7 @@ def train(config: TrainConfig | dict | str) -> TrainResult:
         if run.trackers and (run.step % config.log_every == 0 or run.step == config.steps):
             acc.log(log.window(losses, run.step, run.sched.get_last_lr()[0], images_per_step), step=run.step)
         if config.sample.every and run.step % config.sample.every == 0:
-            _log_samples(run)
+            _log_samples(run, vae)
         if fid is not None and run.step % config.fid.every == 0:
             fid.log(
                 run.step, acc.unwrap_model(run.net), run.ema, run.param, acc.log if run.trackers else None
@@ -294,7 +312,7 @@ def _save(run: _Run) -> Path:
     acc.wait_for_everyone()
     if not acc.is_main_process:
         acc.wait_for_everyone()  # the main process writes; afterwards the folder exists for all
-        return Path(config.output_dir) / "checkpoints" / f"step_{step}"
+        return ckpt.run_checkpoints(config.output_dir) / f"step_{step}"
     meta = data.arrays.meta
     state = {
         "config": config.to_dict(),
@@ -308,7 +326,7 @@ def _save(run: _Run) -> Path:
         },
     }
     path = ckpt.save_checkpoint(
-        Path(config.output_dir) / "checkpoints",
+        ckpt.run_checkpoints(config.output_dir),
         step,
         model_state=acc.unwrap_model(run.net).state_dict(),
         ema_state=run.ema.state_dict(),
@@ -323,13 +341,11 @@ def _save(run: _Run) -> Path:
     return path
 
 
-def _log_samples(run: _Run) -> None:
+def _log_samples(run: _Run, vae: VAE | None) -> None:
     acc, config, step, trackers = run.acc, run.config, run.step, run.trackers
     if not acc.is_main_process:
         return
-    from tld.training.samples import sample_grid, save_grid
-
-    grid = sample_grid(acc.unwrap_model(run.net), run.ema, run.param, run.data, config)
+    grid = sample_grid(acc.unwrap_model(run.net), run.ema, run.param, run.data, config, vae)
     if grid is None:
         return
     path = save_grid(grid, Path(config.output_dir) / "samples" / f"step_{step:07d}.png")

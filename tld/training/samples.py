@@ -1,13 +1,12 @@
 """Validation sample grids while training: EMA weights, fixed seeds, a few sampler steps.
 
-Sampling itself is the pipeline's core (`tld.pipeline.sampling`): the same seeded noise, sigmas,
+Sampling itself is the generation layer's core (`tld.generation`): the same seeded noise, sigmas,
 guidance and inpainting channels as `TLDPipeline`, so a grid shows what the exported model will do.
 """
 
 from __future__ import annotations
 
 import copy
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,12 @@ from torch import nn
 from torchvision.utils import make_grid
 
 from tld.data import LatentDataset
+from tld.diffusion.parameterizations import Parameterization
+from tld.encoders.vae import VAE
+from tld.generation import SamplingDefaults, sample_seeded
+from tld.generation.decode import dataset_vae, latents_to_images
 from tld.training.config import TrainConfig
 from tld.training.ema import EMA
-
-_VAE_CACHE: dict[str, Any] = {}
 
 
 def ema_copy(net: nn.Module, ema: EMA) -> nn.Module:
@@ -65,86 +66,39 @@ def validation_text(data: LatentDataset, num: int) -> tuple[np.ndarray, np.ndarr
 @torch.no_grad()
 def sample_latents(
     model: nn.Module,
-    param: Any,
-    cond: dict[str, Any],
+    param: Parameterization,
+    cond: dict[str, torch.Tensor],
     n: int,
     shape: tuple[int, int, int],
     config: TrainConfig,
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Sample n latents with CFG from fixed per-row seeds (row k uses seed + k)."""
-    from tld.pipeline.sampling import SamplingDefaults
-
     s = config.sample
     settings = SamplingDefaults(cfg=s.cfg, steps=s.steps, sampler=s.sampler, schedule=s.schedule)
     return sample_seeded(model, param, cond, [s.seed + k for k in range(n)], shape, settings, device)
 
 
-@torch.no_grad()
-def sample_seeded(
-    model: nn.Module,
-    param: Any,
-    cond: dict[str, Any],
-    seeds: list[int],
-    shape: tuple[int, int, int],
-    settings: Any,
-    device: torch.device | str = "cpu",
-) -> torch.Tensor:
-    """Latent k from `seeds[k]` and row k of `cond`, with the pipeline's SamplingDefaults `settings`."""
-    from tld.pipeline.sampling import make_job, null_condition, sample_text_to_image
-
-    n = len(seeds)
-    job = make_job(settings, settings.schedule or "tld", [""] * n, seed=seeds, progress=False)
-    device = torch.device(device)
-    cond = {k: v.to(device) for k, v in cond.items()}
-    cond["drop_cond"] = torch.zeros(n, dtype=torch.bool, device=device)
-    return sample_text_to_image(job, param, model, shape, device, cond, null_condition(cond))
-
-
-def _load_vae(spec: str | dict | None, latent_scale: float, device: torch.device):
-    if not spec:
-        return None
-    path = spec if isinstance(spec, str) else spec.get("path")
-    if not path:
-        return None
-    key = f"{path}@{latent_scale}@{device}"
-    if key not in _VAE_CACHE:
-        from tld.encoders.vae import VAE
-
-        try:
-            # decode where training runs: an SDXL VAE on a CPU costs seconds per image
-            _VAE_CACHE[key] = VAE.from_pretrained(path, latent_scale=latent_scale, device=device)
-        except Exception as exc:  # a hub id offline, a moved folder: samples still get saved
-            warnings.warn(
-                f"cannot load VAE {path!r} for sample grids ({exc}); saving latent previews", stacklevel=2
-            )
-            _VAE_CACHE[key] = None
-    return _VAE_CACHE[key]
-
-
-def latents_to_images(latents: torch.Tensor, vae: Any) -> torch.Tensor:
-    """(B,3,H,W) in [0,1]: decoded by the VAE, or the first three latent channels, min-max scaled."""
-    if vae is not None:
-        return ((vae.decode(latents.float().to(vae.device)).cpu() + 1) / 2).clamp(0, 1)
-    x = latents.float().cpu()
-    x = x[:, :3] if x.shape[1] >= 3 else x[:, :1].expand(-1, 3, -1, -1)
-    lo = x.amin(dim=(1, 2, 3), keepdim=True)
-    hi = x.amax(dim=(1, 2, 3), keepdim=True)
-    x = (x - lo) / (hi - lo).clamp_min(1e-6)
-    return torch.nn.functional.interpolate(x, scale_factor=8, mode="nearest")
-
-
-def sample_grid(net: nn.Module, ema: EMA, param: Any, data: LatentDataset, config: TrainConfig) -> np.ndarray:
-    """An (H, W, 3) uint8 grid of EMA samples for the validation prompts."""
+def sample_grid(
+    net: nn.Module, ema: EMA, param: Parameterization, data: LatentDataset, config: TrainConfig, vae: VAE | None
+) -> np.ndarray:
+    """An (H, W, 3) uint8 grid of EMA samples for the validation prompts, decoded by `vae` (None:
+    latent previews; `grid_vae` loads it once when training starts)."""
     device = next(net.parameters()).device
     model = ema_copy(net, ema)
     cond, n = validation_condition(data, config.sample.num)
     latents = sample_latents(model, param, cond, n, data.latent_shape, config, device)
-    meta = data.arrays.meta
-    vae = _load_vae(config.sample.vae or meta.vae, float(meta.latent_scale), device)
     images = latents_to_images(latents, vae)
     grid = make_grid(images, nrow=int(np.ceil(np.sqrt(n))), padding=2)
     return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def grid_vae(config: TrainConfig, data: LatentDataset, device: torch.device) -> VAE | None:
+    """The VAE that decodes the sample grids: `sample.vae`, else the dataset's; None when neither
+    names one (the grids show latent previews). One that does not load stops training at the start."""
+    if not config.sample.every:
+        return None
+    return dataset_vae(data.arrays.meta, device, config.sample.vae, "sample.vae")
 
 
 def save_grid(grid: np.ndarray, path: str | Path) -> Path:

@@ -1,15 +1,12 @@
-"""The demo recipe's evaluation (colour-word table) and shipping (fp16 bundle + model card)."""
+"""The demo model's card (README.md): markdown from the records of a recipe run and its colour table.
+
+Pure text: `tld.recipes.ship` gathers the facts from the run's files and writes the bundle.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import platform
-import shutil
-from pathlib import Path
 from typing import Any
-
-import torch
 
 
 def colour_markdown(summary: dict[str, Any]) -> str:
@@ -27,73 +24,6 @@ def colour_markdown(summary: dict[str, Any]) -> str:
         f"| **all** |{blanks} **{summary['overall']:.1%}** ({summary['images']} images) | {overall_real} |"
     )
     return "\n".join(lines)
-
-
-def to_fp16_folder(model: Path, dest: Path) -> None:
-    """Copy a model folder with every safetensors file cast to float16 (loaders upcast on load)."""
-    from safetensors.torch import load_file, save_file
-
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(model, tmp)
-    for path in tmp.rglob("*.safetensors"):
-        state = load_file(str(path))
-        half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-        save_file(half, str(path), metadata={"format": "pt"})
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
-
-
-def _vae_facts(r: Any) -> dict[str, Any]:
-    """Steps, batch, seconds and held-out scores of the VAE: from its checkpoints when the recipe
-    trained it, else from the `training` record in the tld_vae.json of a VAE passed with --vae."""
-    from tld.training import checkpoint as ckpt
-
-    checkpoints = r.out / "vae" / "checkpoints"
-    if checkpoints.is_dir() and any(checkpoints.iterdir()):
-        state = ckpt.read_state(ckpt.latest_checkpoint(checkpoints))
-        config = json.loads((r.out / "vae" / "config.json").read_text())
-        return {"vae_steps": state["step"], "vae_seconds": state.get("elapsed_s"),
-                "vae_batch": config.get("batch_size", "?"), "vae_val": (state.get("history") or [{}])[-1]}  # fmt: skip
-    record = json.loads((r.out / "vae" / "vae" / "tld_vae.json").read_text())
-    done = record.get("training", {})
-    return {"vae_steps": done.get("steps", "?"), "vae_seconds": done.get("elapsed_s"),
-            "vae_batch": done.get("batch_size", "?"), "vae_val": record.get("val", {}),
-            "vae_note": done.get("note", "")}  # fmt: skip
-
-
-def _training_facts(r: Any) -> dict[str, Any]:
-    from tld.training import checkpoint as ckpt
-
-    den_state = ckpt.read_state(ckpt.latest_checkpoint(r.out / "denoiser" / "checkpoints"))
-    timings_path = r.out / "timings.json"
-    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
-    source = json.loads((r.shards / "all" / "tld-source.meta").read_text())
-    captioned = r.shards / "captioned" / "tld-source.meta"
-    recaption = json.loads(captioned.read_text()).get("captions", "") if captioned.is_file() else ""
-    gpu = f"CUDA {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "no GPU"
-    return {
-        **_vae_facts(r),
-        "denoiser_steps": den_state["step"], "denoiser_batch": den_state.get("config", {}).get("batch_size", "?"),
-        "balance": den_state.get("config", {}).get("data", {}).get("balance", {}),
-        "timings": timings, "source": source, "recaption": recaption,
-        "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch thread(s), {gpu}",
-    }  # fmt: skip
-
-
-def ship_model(r: Any, model: Path, dest: Path, summary: dict[str, Any]) -> Path:
-    """Write the fp16 bundle to `dest` with a model card (README.md) built from the run's records."""
-    from tld.model.files import update_config_json
-
-    to_fp16_folder(model, dest)
-    # The settings the colour table was measured with become the bundle's defaults.
-    sampling = {"cfg": summary["cfg"], "steps": summary["steps"], "cfg_schedule": summary.get("cfg_schedule")}
-    update_config_json(dest, {"sampling": sampling})
-    facts = _training_facts(r)
-    size_mb = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) / 2**20
-    (dest / "README.md").write_text(model_card(facts, summary, size_mb))
-    (dest / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return dest
 
 
 def _credits(parts: list[dict[str, Any]]) -> str:
@@ -120,7 +50,9 @@ def _balance_line(balance: dict[str, Any]) -> str:
 
 
 def _guidance(summary: dict[str, Any]) -> str:
-    pieces = "".join(f", {scale:g} while sigma >= {sigma:g}" for sigma, scale in summary.get("cfg_schedule") or [])
+    pieces = "".join(
+        f", {scale:g} while sigma >= {sigma:g}" for sigma, scale in summary.get("cfg_schedule") or []
+    )
     return f"cfg {summary['cfg']:g}{pieces}"
 
 
