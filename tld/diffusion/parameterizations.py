@@ -20,12 +20,8 @@ from torch import nn
 
 from tld.diffusion.checks import check_choice, check_options
 from tld.diffusion.discrete import BETA_SCHEDULES, DiscreteSchedule, make_betas
+from tld.diffusion.tensors import append_dims
 from tld.errors import TLDError
-
-
-def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
-    """Reshape a (B,) tensor so it broadcasts over a tensor with ``ndim`` dimensions."""
-    return v.reshape(v.shape + (1,) * (ndim - v.ndim))
 
 
 @dataclass
