@@ -1,10 +1,10 @@
 """Inference: `TLDPipeline` (text to image, img2img, inpaint, outpaint) and the model folder.
 
 core.py      TLDPipeline: loading, saving, text to image
-sampling.py  the one sampling core (settings, seeds, guidance, sampler run), also used by the
-             training sample grids
+sampling.py  TLDOutput, the result of a call (the sampling core it uses is `tld.generation`,
+             shared with training and `tld eval`)
 edit.py      img2img / inpaint / outpaint and the training-free inpainting pieces
-folder.py    the model folder (config.json + weights; local, hub or bundled)
+folder.py    the model folder (config.json + weights; local, hub or bundled; fp16 export)
 images.py    PNG files with their settings, grids
 """
 
