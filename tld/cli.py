@@ -33,12 +33,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_progress(args: argparse.Namespace) -> None:
+    """`--no-progress` or TQDM_DISABLE=1: no bars from tld, nor from transformers and the hub."""
+    off = os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
+    off = off or getattr(args, "no_progress", False) or getattr(args, "progress", True) is False
+    if not off:
+        return
+    if hasattr(args, "no_progress"):
+        args.no_progress = True
+    if hasattr(args, "progress"):
+        args.progress = False
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging  # its "Loading weights" bar
+
+    disable_progress_bars()
+    transformers_logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    quiet_progress(args)
     try:
         try:
             return int(args.func(args) or 0)

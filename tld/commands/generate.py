@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", help="model folder or hub repo id (default: the bundled demo model)")
     src.add_argument("--original", metavar="PTH", help="the original TLD checkpoint (state_dict_378000.pth)")
-    p.add_argument("--cfg", type=float, help="guidance scale (default: the model's, usually 7)")
+    p.add_argument("--cfg", type=float, help="guidance scale (default: the model's own)")
     p.add_argument(
         "--cfg-schedule", metavar="SIGMA:SCALE[,...]",
         help="guidance by noise level: '2:4' guides with 4 while sigma >= 2 and with --cfg below; "
@@ -189,6 +190,7 @@ def model_source(args: argparse.Namespace) -> str:
 
 def _finish(args: argparse.Namespace, out) -> int:
     source = model_source(args)
+    print(used_settings(args, out.settings, out.seeds), file=sys.stderr)
     for path in save_output(out, args.output, args.separate, source):
         print(path)
     return 0
@@ -196,6 +198,7 @@ def _finish(args: argparse.Namespace, out) -> int:
 
 def run_generate(args: argparse.Namespace) -> int:
     _check_output(args.output)
+    _check_sizes(args, "height and width", height=args.height, width=args.width)
     pipe = _load(args)
     size = dict(height=args.height, width=args.width)
     return _finish(args, pipe(_prompt(args), **size, class_labels=args.class_labels, **_call_args(args)))
@@ -224,9 +227,10 @@ def run_outpaint(args: argparse.Namespace) -> int:
     from tld.encoders.images import load_image
 
     _check_output(args.output)
+    margins = dict(left=args.left, right=args.right, top=args.top, bottom=args.bottom)
+    _check_sizes(args, "outpaint margins", **margins)
     image = load_image(args.image)
     pipe = _load(args)
-    margins = dict(left=args.left, right=args.right, top=args.top, bottom=args.bottom)
     opts = dict(feather=args.feather, resample=args.resample, composite=args.composite)
     return _finish(args, pipe.outpaint(image, _prompt(args), **margins, **opts, **_call_args(args)))
 
@@ -240,6 +244,29 @@ def run_convert(args: argparse.Namespace) -> int:
     )
     print(json.dumps({"model_folder": str(folder), "vae": args.vae or ORIGINAL_VAE, "text_encoder": text}))
     return 0
+
+
+def used_settings(args: argparse.Namespace, settings: dict[str, Any], seeds: list[int]) -> str:
+    """One line naming the model defaults a run used (what the command line left out) and its seed."""
+    given = {"cfg_schedule": args.cfg_schedule is not None or args.cfg is not None}
+    shown = []
+    for name in ("cfg", "cfg_schedule", "steps", "sampler", "schedule"):
+        value = settings.get(name)
+        if value is not None and not given.get(name, getattr(args, name) is not None):
+            text = ",".join(f"{s:g}:{w:g}" for s, w in value) if name == "cfg_schedule" else value
+            shown.append(f"{name}={text}")
+    line = f"model defaults: {' '.join(shown)}" if shown else "model defaults: none used"
+    if args.seed is None:
+        line += f"; random seed {seeds[0]} (--seed {seeds[0]} repeats this run)"
+    return line
+
+
+def _check_sizes(args: argparse.Namespace, what: str, **sizes: int | None) -> None:
+    # A local model folder's pixel step is known from its config files: refuse before loading it.
+    if not args.original:
+        from tld.pipeline.folder import check_pixel_multiples
+
+        check_pixel_multiples(args.model, what, sizes)
 
 
 def _check_output(output: str) -> None:

@@ -68,6 +68,11 @@ def _add_emoji(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("emoji", help="render the bundled OpenMoji emoji (CC BY-SA 4.0) into shards")
     p.add_argument("out")
     _add_render_options(p, "append ', STYLE style' to every caption (e.g. openmoji)")
+    p.add_argument(
+        "--filter", metavar="WORD[,WORD...]",
+        help="only emoji whose caption has one of these words, e.g. heart,circle,square,apple",
+    )  # fmt: skip
+    p.add_argument("--shuffle", type=int, metavar="SEED", help="random order (of this seed) before --limit")
     p.set_defaults(func=run_emoji)
 
 
@@ -237,6 +242,8 @@ def run_emoji(args: argparse.Namespace) -> int:
         args.samples_per_shard,
         progress=not args.no_progress,
         style=args.style,
+        words=args.filter.split(",") if args.filter is not None else None,
+        shuffle=args.shuffle,
     )
     print(f"{count} emoji written into {shards} shard(s) in {args.out}\n{ATTRIBUTION}")
     return 0
