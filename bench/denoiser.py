@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 
 from tld.model import Denoiser, DenoiserConfig, forward_flops
+from tld.model.cpu import apply_cpu_kernels
 from tld.model.flops import train_step_flops
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -97,6 +98,7 @@ def bench_config(name: str, args: argparse.Namespace, device: torch.device, dtyp
     batch = args.batch or (8 if device.type == "cpu" else 64)
     torch.manual_seed(0)
     net = Denoiser(cfg).to(device)
+    apply_cpu_kernels(net, "auto" if str(device).startswith("cpu") else "off")
     h, w = cfg.latent_size
     x = torch.randn(batch, cfg.in_channels, h, w, device=device)
     t = torch.rand(batch, device=device)

@@ -27,6 +27,7 @@ def measure(
     from tld.data import Batch
     from tld.diffusion import get_density, get_parameterization
     from tld.model import Denoiser, DenoiserConfig
+    from tld.model.cpu import apply_cpu_kernels
     from tld.model.flops import train_step_flops
     from tld.training.config import TrainConfig
     from tld.training.objective import build_optimizer, micro_batch_loss
@@ -34,6 +35,7 @@ def measure(
     torch.manual_seed(0)
     cfg = DenoiserConfig.preset(preset)
     net = Denoiser(cfg).to(device)
+    apply_cpu_kernels(net, "auto" if str(device).startswith("cpu") else "off")
     net.grad_checkpointing = ckpt
     config = TrainConfig()
     opt = build_optimizer(net.parameters(), config.optim)

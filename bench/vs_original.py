@@ -39,6 +39,9 @@ from reference_tld import OriginalTLD  # noqa: E402
 
 from tld.diffusion import get_parameterization  # noqa: E402
 from tld.model import Denoiser, load_original_tld  # noqa: E402
+from tld.model.cpu import apply_cpu_kernels  # noqa: E402
+
+CPU_KERNELS = os.environ.get("TLD_BENCH_CPU_KERNELS", "auto")  # auto|onednn|blas|off, for A/B runs
 from tld.pipeline.sampling import SamplingDefaults, make_job, sample_text_to_image  # noqa: E402
 from tld.training.config import OptimConfig  # noqa: E402
 from tld.training.objective import build_optimizer  # noqa: E402
@@ -89,6 +92,8 @@ def build_pair(shape: Shape, variant: str, device: torch.device) -> tuple[Origin
     s = shape
     original = OriginalTLD(s.image, s.noise_dims, s.patch, s.embed, s.layers, s.text, variant)
     ours = load_original_tld(original.state_dict(), variant=variant)
+    # Ours as users run it: the CPU kernel policy on the CPU (tld.model.cpu), the plain network elsewhere.
+    apply_cpu_kernels(ours, CPU_KERNELS if device.type == "cpu" else "off")
     return original.to(device), ours.to(device)
 
 

@@ -11,7 +11,13 @@ from tld.diffusion import get_density, get_parameterization, get_sampler, get_si
 from tld.diffusion.discrete import make_betas
 from tld.errors import TLDError
 
-PARAMS = [("tld", {}), ("edm", {"sigma_data": 1.0}), ("eps", {}), ("v", {"beta_schedule": "cosine"})]
+PARAMS = [
+    ("tld", {}),
+    ("flow", {}),
+    ("edm", {"sigma_data": 1.0}),
+    ("eps", {}),
+    ("v", {"beta_schedule": "cosine"}),
+]
 
 
 class IdealNetwork(nn.Module):
@@ -54,6 +60,39 @@ def test_tld_parameterization_is_the_original_interpolant():
     torch.testing.assert_close(inp.c_noise, t)
     assert torch.equal(inp.target, x0) and torch.equal(inp.weight, torch.ones(4))
     assert param.sigma_max == pytest.approx(99.0) and param.sigma_min == pytest.approx(0.01 / 0.99)
+
+
+def test_flow_is_velocity_on_the_tld_path_with_unit_weight():
+    param = get_parameterization("flow")
+    x0, noise = torch.randn(4, 2, 3, 3, dtype=torch.float64), torch.randn(4, 2, 3, 3, dtype=torch.float64)
+    t = torch.tensor([0.01, 0.2, 0.5, 0.99], dtype=torch.float64)
+    inp = param.training_inputs(x0, t / (1 - t), noise)
+    tt = t.view(-1, 1, 1, 1)
+    torch.testing.assert_close(inp.net_input, (1 - tt) * x0 + tt * noise)  # the same input as tld
+    torch.testing.assert_close(inp.c_noise, t)
+    torch.testing.assert_close(inp.target, noise - x0)  # velocity d x_t / d t
+    torch.testing.assert_close(inp.weight, torch.ones(4, dtype=torch.float64))  # plain MSE on v
+    assert isinstance(param.default_density(), type(get_density("logit_normal")))
+
+
+def test_min_snr_weight_caps_the_x0_weight_at_gamma():
+    param = get_parameterization("tld")  # x0 prediction: the weight is the x0-space weight
+    sigma = torch.tensor([0.1, 0.5, 1.0, 3.0])
+    x0 = torch.zeros(4, 1, 2, 2)
+    inp = param.training_inputs(x0, sigma, torch.ones_like(x0), min_snr=5.0)
+    torch.testing.assert_close(inp.weight, torch.tensor([5.0, 4.0, 1.0, 1 / 9]))
+    flow = get_parameterization("flow").training_inputs(x0, sigma, torch.ones_like(x0), min_snr=5.0)
+    t = sigma / (1 + sigma)
+    torch.testing.assert_close(flow.weight, torch.minimum(1 / sigma**2, torch.tensor(5.0)) * t**2)
+
+
+def test_masked_loss_averages_over_the_counted_elements():
+    out, target = torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)
+    target[0, 0, 0, 0] = 3.0
+    mask = torch.tensor([[1.0, 0.0], [0.0, 0.0]]).expand(2, 1, 2, 2).clone()
+    mask[1] = 1.0
+    loss = get_parameterization("tld").loss(out, target, torch.ones(2), mask)
+    torch.testing.assert_close(loss, torch.tensor([9.0, 1.0]))
 
 
 def test_edm_weights_and_v_eps_targets():
@@ -122,7 +161,7 @@ def test_parameterizations_round_trip_through_json():
         param = get_parameterization(name, **kwargs)
         again = get_parameterization(**json.loads(json.dumps(param.to_dict())))
         assert again.to_dict() == param.to_dict() and type(again) is type(param)
-    with pytest.raises(TLDError, match="unknown parameterization 'x0'; expected one of: tld, edm, eps, v"):
+    with pytest.raises(TLDError, match="unknown parameterization 'x0'; expected one of: tld, flow, edm, eps, v"):
         get_parameterization("x0")
     with pytest.raises(TLDError, match=r"unknown option\(s\) \['sigma_dat'\].*sigma_data"):
         get_parameterization("edm", sigma_dat=1.0)
@@ -157,6 +196,17 @@ def test_densities_have_their_documented_statistics():
     assert log_sigma.std().item() == pytest.approx(0.66 * math.pi / math.sqrt(3), abs=0.05)
     t = _t(get_density("uniform_t", t_min=0.2, t_max=0.6)(n, generator=gen).double())
     assert t.min() >= 0.2 and t.max() <= 0.6 and t.mean().item() == pytest.approx(0.4, abs=0.01)
+    t = _t(get_density("logit_normal")(n, generator=gen).double())
+    logit = (t / (1 - t)).log()
+    assert logit.mean().item() == pytest.approx(0.0, abs=0.03) and logit.std().item() == pytest.approx(
+        1.0, abs=0.03
+    )
+    t = _t(get_density("mode", s=0.0)(n, generator=gen).double())  # s = 0 is uniform
+    assert t.mean().item() == pytest.approx(0.5, abs=0.01) and t.std().item() == pytest.approx(
+        0.2887, abs=0.01
+    )
+    t = _t(get_density("mode", s=1.29)(n, generator=gen).double())  # heavier in the middle
+    assert t.mean().item() == pytest.approx(0.5, abs=0.01) and t.std().item() < 0.25
     param = get_parameterization("eps")
     sigmas = get_density("discrete", param=param)(500, generator=gen)
     assert all(torch.isclose(s, param.sigmas.float(), rtol=1e-6).any() for s in sigmas)

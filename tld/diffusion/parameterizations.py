@@ -73,7 +73,15 @@ class Parameterization:
     def wrap(self, network: nn.Module, quantize: bool = False) -> ParamDenoiser:
         return ParamDenoiser(self, network, quantize=quantize)
 
-    def training_inputs(self, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> TrainingInputs:
+    def training_inputs(
+        self, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor, min_snr: float | None = None
+    ) -> TrainingInputs:
+        """The network's input, target and per-sample weight at `sigma`.
+
+        `min_snr` (Hang et al. 2023, "Min-SNR weighting"): the weight on the x0 error becomes
+        min(SNR, gamma) with SNR = 1 / sigma^2, instead of the parameterization's lambda(sigma),
+        so low-noise steps no longer dominate the loss.
+        """
         if sigma.ndim != 1 or sigma.shape[0] != x0.shape[0]:
             raise TLDError(f"sigma must have shape ({x0.shape[0]},), got {tuple(sigma.shape)}")
         if noise.shape != x0.shape:
@@ -81,7 +89,8 @@ class Parameterization:
         c_skip, c_out, c_in = (append_dims(c, x0.ndim) for c in self.scalings(sigma))
         noisy = x0 + append_dims(sigma, x0.ndim) * noise
         target = self.target(x0, noise, sigma, c_skip, c_out, noisy)
-        weight = self.loss_weight(sigma) * c_out.flatten() ** 2
+        lam = self.loss_weight(sigma) if min_snr is None else sigma.pow(-2).clamp(max=min_snr)
+        weight = lam * c_out.flatten() ** 2
         return TrainingInputs(c_in * noisy, self.c_noise(sigma), target, weight, noisy)
 
     def target(self, x0, noise, sigma, c_skip, c_out, noisy) -> torch.Tensor:
@@ -89,9 +98,16 @@ class Parameterization:
         return (x0 - c_skip * noisy) / c_out
 
     @staticmethod
-    def loss(net_out: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Per-sample weighted mean squared error, shape (B,)."""
-        return weight * (net_out.float() - target.float()).pow(2).flatten(1).mean(1)
+    def loss(
+        net_out: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Per-sample weighted mean squared error, shape (B,); with `mask` (broadcastable to the
+        output, 1 = counted) the mean runs over the counted elements only (masked training)."""
+        err = (net_out.float() - target.float()).pow(2)
+        if mask is None:
+            return weight * err.flatten(1).mean(1)
+        mask = mask.to(err.dtype).expand_as(err)
+        return weight * (err * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp(min=1)
 
 
 class ParamDenoiser(nn.Module):
@@ -161,6 +177,33 @@ class TLDParameterization(Parameterization):
         from tld.diffusion.densities import TLDBeta
 
         return TLDBeta()
+
+
+@dataclass
+class FlowParameterization(TLDParameterization):
+    """Rectified flow / flow matching (Liu et al. 2022; Esser et al. 2024, SD3; Ma et al. 2024, SiT).
+
+    The TLD path x_t = (1 - t) x0 + t eps (same network input and noise conditioning t), but the
+    network predicts the velocity v = eps - x0, so x0 = x_t - t v: c_skip = c_in = 1 / (1 + sigma),
+    c_out = -t. The loss is plain MSE on the velocity, ||v_hat - v||^2 = ||x0_hat - x0||^2 / t^2.
+    """
+
+    name: ClassVar[str] = "flow"
+
+    def scalings(self, sigma):
+        c_in = 1 / (1 + sigma)
+        return c_in, -sigma * c_in, c_in
+
+    def loss_weight(self, sigma):
+        return ((1 + sigma) / sigma) ** 2
+
+    def target(self, x0, noise, sigma, c_skip, c_out, noisy):
+        return noise - x0
+
+    def default_density(self):
+        from tld.diffusion.densities import LogitNormal
+
+        return LogitNormal()
 
 
 @dataclass
@@ -277,7 +320,13 @@ class VParameterization(DiscreteParameterization):
 
 PARAMETERIZATIONS: dict[str, type[Parameterization]] = {
     cls.name: cls
-    for cls in (TLDParameterization, EDMParameterization, EpsParameterization, VParameterization)
+    for cls in (
+        TLDParameterization,
+        FlowParameterization,
+        EDMParameterization,
+        EpsParameterization,
+        VParameterization,
+    )
 }
 
 

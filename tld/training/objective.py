@@ -156,10 +156,12 @@ def micro_batch_loss(
     generator: torch.Generator,
     config: TrainConfig,
     check: bool = False,
+    step: int = 0,
 ) -> torch.Tensor:
     """Mean loss of one micro-batch; all randomness comes from `generator` (on the CPU).
 
-    `check=True` (the first batch of a run) runs `check_inputs` on what the network gets.
+    `check=True` (the first batch of a run) runs `check_inputs` on what the network gets; `step`
+    (the optimizer step) says whether masked training is still in its masked phase.
     """
     x0 = batch.latents
     device = x0.device
@@ -171,7 +173,7 @@ def micro_batch_loss(
     sigma = density(b, generator=generator).to(device)
     noise = torch.randn(x0.shape, generator=generator).to(device)
     drop = (torch.rand(b, generator=generator) < config.diffusion.cfg_dropout).to(device)
-    inp = param.training_inputs(x0, sigma, noise)
+    inp = param.training_inputs(x0, sigma, noise, min_snr=config.diffusion.min_snr_gamma)
     net_input = inp.net_input
     if config.inpaint.enabled:
         i = config.inpaint
@@ -187,5 +189,27 @@ def micro_batch_loss(
     if check:
         inner = getattr(net, "_orig_mod", net)  # torch.compile keeps the module there
         check_inputs(getattr(inner, "module", inner).config, net_input, inp.c_noise, **cond)
-    out = net(net_input, inp.c_noise, **cond)
-    return param.loss(out.float(), inp.target.float(), inp.weight).mean()
+    keep, pixel_mask = None, None
+    m = config.mask
+    if m.ratio > 0 and step < m.until * config.steps:
+        inner = getattr(net, "_orig_mod", net)
+        patch = getattr(inner, "module", inner).config.patch_size
+        keep, cells = token_mask(b, x0.shape[-2] // patch, x0.shape[-1] // patch, m.ratio, generator)
+        keep, pixel_mask = keep.to(device), cells.repeat_interleave(patch, -2).repeat_interleave(patch, -1)
+        out = net(net_input, inp.c_noise, keep=keep, **cond)
+    else:
+        out = net(net_input, inp.c_noise, **cond)
+    mask = None if pixel_mask is None else pixel_mask[:, None].to(device)
+    return param.loss(out.float(), inp.target.float(), inp.weight, mask).mean()
+
+
+def token_mask(
+    batch: int, rows: int, cols: int, ratio: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random set of kept patch tokens per image: (B, K) sorted indices with K = round((1 - ratio)
+    * rows * cols) (at least 1), and the (B, rows, cols) float mask of the kept cells."""
+    n = rows * cols
+    k = max(1, round((1 - ratio) * n))
+    keep = torch.rand(batch, n, generator=generator).argsort(dim=1)[:, :k].sort(dim=1).values
+    mask = torch.zeros(batch, n).scatter_(1, keep, 1.0).view(batch, rows, cols)
+    return keep, mask

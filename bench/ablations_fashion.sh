@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The training-recipe ablations of docs/results_recipe.md on class-conditional Fashion-MNIST.
+#
+#   bash bench/ablations_fashion.sh NAME [NAME ...]     # train (resumable) + export + headline eval
+#   bash bench/ablations_fashion.sh list                # the runs this script knows
+#
+# Every run is configs/fashion_mnist.yaml (the 2.18M-parameter small model, batch 32, bf16 autocast,
+# 2500 steps = the 15-minute single-core budget of docs/results_fashion_mnist.md) with one change.
+# The budget is fixed in steps, not wall time, so a busy machine changes how long a run takes, never
+# what it computes; a change that makes steps cheaper (masked training) gets the steps the same time
+# buys, measured by bench/masked_throughput.py. Needs `bash bench/results_fashion.sh build` first
+# (shards, VAE, latents, classifier). One core each (OMP_NUM_THREADS=1); two runs fit side by side.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TLD=${TLD:-.venv/bin/tld}
+RUN=runs/fashion
+OUT=$RUN/abl
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+
+FLOW="--set 'diffusion.parameterization={name: flow}' --set 'diffusion.density={name: logit_normal}'"
+declare -A RUNS=(
+  [base]=""
+  [base_seed1]="--set seed=1"
+  [flow]="$FLOW"
+  [flow_seed1]="$FLOW --set seed=1"
+  [adaln]="--set model.adaln=true"
+  [skips]="--set model.skips=true"
+  [qknorm]="--set model.qk_norm=true"
+  [minsnr]="--set diffusion.min_snr_gamma=5"
+  [mask50]="--set mask.ratio=0.5 --set mask.until=0.9 --set steps=${MASK_STEPS:-3500}"
+  [flow_adaln]="$FLOW --set model.adaln=true"
+  [flow_adaln_skips]="$FLOW --set model.adaln=true --set model.skips=true"
+  [flow_adaln_mask50]="$FLOW --set model.adaln=true --set mask.ratio=0.5 --set mask.until=0.9 --set steps=${MASK_STEPS:-3500}"
+)
+
+run() {
+  local name=$1 dir=$OUT/$1
+  mkdir -p "$dir"
+  eval "\"$TLD\" train --config configs/fashion_mnist.yaml --set resume=auto --set output_dir=$dir \
+    --set sample.every=0 --set tracker=none --set progress=false ${RUNS[$name]} --export $dir/model"
+  for cfg in 3 1.5; do
+    [ -f "$dir/eval_cfg$cfg/results.csv" ] || "$TLD" eval sweep --model "$dir/model" --data "$RUN/shards/test" \
+      -n 2000 --real-n 10000 --extractor classifier --classifier "$RUN/classifier" --batch-size 100 \
+      --cache-dir "$RUN/eval_cache" --device cpu --no-progress --samplers dpmpp_2m --steps 15 \
+      --schedules karras --cfgs "$cfg" --out "$dir/eval_cfg$cfg"
+  done
+}
+
+if [ "${1:-}" = list ] || [ $# -eq 0 ]; then
+  for k in "${!RUNS[@]}"; do echo "$k: ${RUNS[$k]}"; done | sort
+  exit 0
+fi
+for name in "$@"; do
+  [ -n "${RUNS[$name]+x}" ] || { echo "unknown run $name (bash $0 list)" >&2; exit 2; }
+  run "$name"
+done
