@@ -103,3 +103,9 @@ def test_missing_labels_for_class_condition(tmp_path):
 def test_tokens_requested_from_pooled_data(tmp_path):
     with pytest.raises(TLDError, match="pooled text embeddings"):
         LatentDataset(write_dataset(tmp_path / "d", n=4), text="tokens")
+
+
+def test_empty_dataset_is_one_line(tmp_path):
+    folder = write_dataset(tmp_path / "d", n=0, val=0)
+    with pytest.raises(TLDError, match=f"latent dataset {folder} holds no samples"):
+        LatentDataset(folder)

@@ -116,3 +116,15 @@ def test_missing_and_non_utf8_captions_are_skipped_and_counted(cfg, tmp_path):
     captions = pd.read_parquet(tmp_path / "ds" / "captions.parquet")["caption"].tolist()
     assert captions == ["image 0", "image 2", "image 4"]
     assert np.isfinite(open_latent_dataset(tmp_path / "ds").latent(np.arange(3))).all()
+
+
+def test_open_clip_folder_with_a_garbled_weights_file_is_one_line(tmp_path, tiny_clip_dir):
+    from tld.encoders import load_text_encoder
+
+    folder = tmp_path / "clip"
+    shutil.copytree(tiny_clip_dir, folder)
+    (folder / "model.safetensors").write_bytes(b"garbage" * 20)
+    with pytest.raises(
+        TLDError, match=f"cannot load open_clip text weights {folder / 'model.safetensors'}: "
+    ):
+        load_text_encoder(str(folder))

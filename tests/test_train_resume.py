@@ -132,3 +132,52 @@ def test_mixed_precision_resume_is_exact(tmp_path, monkeypatch, precision):
     # would restart from 2^10 at step 4 and end at 2^12.
     assert scalers[0]["scale"] == scalers[1]["scale"] == 2.0**14
     assert scalers[0] == scalers[1]
+
+
+def _tld_train(capsys, tmp_path, *args):
+    from tld.cli import main
+
+    _reset_accelerate()
+    argv = ["train"]
+    for item in _settings(tmp_path, "run", "checkpoint_every=3"):
+        argv += ["--set", item]
+    code = main([*argv, *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_resume_with_more_steps_says_where_it_resumed_and_keeps_the_config(tmp_path, capsys):
+    assert _tld_train(capsys, tmp_path, "--set", "steps=6")[0] == 0
+    code, out, err = _tld_train(capsys, tmp_path, "--set", "steps=8", "--resume")
+    step_6 = tmp_path / "run" / "checkpoints" / "step_6"
+    assert code == 0, err
+    assert f"resumed from step 6 ({step_6}); changed: steps 6 -> 8" in out
+    assert "trained to step 8" in out
+    assert load_config(tmp_path / "run" / "config.yaml").steps == 6  # the original is kept
+    assert load_config(tmp_path / "run" / "config.resumed_step_6.yaml").steps == 8
+
+
+def test_resume_refuses_a_changed_batch_size_unless_asked(tmp_path, capsys):
+    assert _tld_train(capsys, tmp_path, "--set", "steps=3")[0] == 0
+    code, out, err = _tld_train(capsys, tmp_path, "--set", "steps=6", "--set", "batch_size=4", "--resume")
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "cannot resume" in err and "batch_size 8 -> 4" in err and "--resume-with-changes" in err
+    assert not (tmp_path / "run" / "checkpoints" / "step_6").exists()
+    code, out, err = _tld_train(
+        capsys, tmp_path, "--set", "steps=6", "--set", "batch_size=4", "--resume-with-changes"
+    )
+    assert code == 0, err
+    assert "resumed from step 3" in out and "changed: batch_size 8 -> 4, steps 3 -> 6" in out
+
+
+def test_resume_skips_a_truncated_newest_checkpoint_and_says_why(tmp_path, capsys):
+    assert _tld_train(capsys, tmp_path, "--set", "steps=6")[0] == 0
+    model = tmp_path / "run" / "checkpoints" / "step_6" / "model.safetensors"
+    model.write_bytes(model.read_bytes()[:100])
+    code, out, err = _tld_train(capsys, tmp_path, "--set", "steps=6", "--resume")
+    assert code == 0, err
+    assert f"--resume: skipped step_6 (renamed step_6.broken): cannot load {model}" in out
+    assert "resumed from step 3" in out
+    # The run went on from step 3 and wrote a good step_6; the broken one is kept aside, never pruned.
+    assert ckpt.load_checkpoint(model.parent)["state"]["step"] == 6
+    assert (model.parent.parent / "step_6.broken").is_dir()

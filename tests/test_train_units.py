@@ -173,3 +173,60 @@ def test_optimizer_is_fused_adamw_with_the_loop_s_update():
     assert (nets[0].weight - start).abs().max() > 1e-2  # five steps of lr 1e-2 moved the weights
     for a, b in zip(nets[0].parameters(), nets[1].parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lr=[1,2]", r"config key 'optim.lr' must be a finite number, got \[1, 2\]"),
+        ("steps=2.7", "config key 'steps' must be an integer, got 2.7"),
+        ("optim.lr=.nan", "config key 'optim.lr' must be a finite number, got nan"),
+        ("steps=.inf", "config key 'steps' must be an integer, got inf"),
+        ("data.flip=3", "config key 'data.flip' must be true or false, got 3"),
+        ("optim.betas=[0.9, x]", r"config key 'optim.betas\[1\]' must be a finite number, got 'x'"),
+        ("steps=-5", "steps must be an integer >= 1, got -5"),
+        ("batch_size=0", "batch_size must be an integer >= 1, got 0"),
+        ("ema.decay=1.5", r"ema.decay must be a number in \[0, 1\], got 1.5"),
+    ],
+)
+def test_bad_config_values_are_one_line_naming_the_setting(override, message):
+    with pytest.raises(TLDError, match=message):
+        load_config(None, [override])
+
+
+def test_numbers_still_parse_from_yaml_strings():
+    cfg = load_config(None, ["steps=1e3", "optim.lr=3e-4", "seed=7.0", "data.path=123"])
+    assert (cfg.steps, cfg.optim.lr, cfg.seed, cfg.data.path) == (1000, 3e-4, 7, "123")
+
+
+def test_config_file_whose_top_level_is_a_list_is_named(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- steps: 3\n- batch_size: 4\n")
+    with pytest.raises(TLDError, match=f"config file {path} must hold a mapping of settings, got a list"):
+        load_config(path)
+
+
+def test_broken_state_json_error_names_the_file(tmp_path):
+    folder = _save(tmp_path, 10)
+    (folder / "state.json").write_text('{"step": ')
+    with pytest.raises(TLDError, match=rf"cannot read {folder / 'state.json'}: Expecting value"):
+        ckpt.load_checkpoint(folder)
+
+
+def test_newest_checkpoint_that_loads_is_taken_and_the_broken_ones_named(tmp_path):
+    for step in (10, 20, 30):
+        _save(tmp_path, step)
+    model = tmp_path / "step_30" / "model.safetensors"
+    model.write_bytes(model.read_bytes()[:40])  # truncated
+    (tmp_path / "step_20" / "optimizer.pt").write_bytes(b"garbage" * 10)
+    folder, loaded, skipped = ckpt.load_newest(tmp_path)
+    assert folder == tmp_path / "step_10" and loaded["model"]["w"].tolist() == [10.0, 10.0]
+    assert [(f.name, why.split(": ")[0]) for f, why in skipped] == [
+        ("step_30", f"cannot load {model}"),
+        ("step_20", f"cannot load {tmp_path / 'step_20' / 'optimizer.pt'}"),
+    ]
+    with pytest.raises(TLDError, match="cannot load .*optimizer.pt: not a file written by torch.save"):
+        ckpt.load_checkpoint(tmp_path / "step_20")
+    (tmp_path / "step_10" / "rng.pt").write_bytes(b"")
+    with pytest.raises(TLDError, match=r"no checkpoint under .* loads; the newest, step_30: cannot load"):
+        ckpt.load_newest(tmp_path)

@@ -13,6 +13,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_config_arguments(p, "training")
     p.add_argument(
+        "--resume-with-changes",
+        action="store_true",
+        help="resume (from --resume's checkpoint, else the newest) although the batch size, data, seed, "
+        "optimizer or other settings differ from the checkpoint's; the run is then no exact continuation",
+    )
+    p.add_argument(
         "--export", metavar="OUT_DIR", help="after training, export the EMA weights as a model folder"
     )
     p.set_defaults(func=run_train)
@@ -82,7 +88,11 @@ def resolved_config(args: argparse.Namespace, extra: list[str], cls: type | None
 def run_train(args: argparse.Namespace) -> int:
     from tld.training import train
 
-    config = resolved_config(args, [])
+    extra = []
+    if args.resume_with_changes:
+        args.resume = args.resume or "latest"
+        extra.append("resume_with_changes=true")
+    config = resolved_config(args, extra)
     if config is None:
         return 0
     result = train(config)

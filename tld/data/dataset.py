@@ -61,6 +61,8 @@ class LatentDataset:
         if text not in ("auto", "pooled", "tokens"):
             raise TLDError(f"data.text must be 'auto', 'pooled' or 'tokens', got {text!r}")
         self.arrays: LatentArrays = open_latent_dataset(folder)
+        if len(self.arrays) == 0:
+            raise TLDError(f"latent dataset {folder} holds no samples; encode images into it first")
         self.condition = condition
         stored_tokens = self.arrays.text_emb.ndim == 3
         if text == "tokens" and not stored_tokens:

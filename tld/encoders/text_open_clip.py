@@ -10,10 +10,12 @@ hidden states); the mask covers the start token through the end-of-text token.
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tld.common import first_line
@@ -21,6 +23,16 @@ from tld.encoders.text_base import BaseTextEncoder
 from tld.errors import TLDError
 
 WEIGHTS = "model.safetensors"
+# What open_clip's checkpoint loading raises for a missing, truncated or foreign file.
+_LOAD_ERRORS = (
+    RuntimeError,
+    OSError,
+    ValueError,
+    EOFError,
+    KeyError,
+    SafetensorError,
+    pickle.UnpicklingError,
+)
 
 
 def build_text_tower(model_cfg: dict[str, Any]) -> torch.nn.Module:
@@ -65,8 +77,10 @@ def _create_hub_model(name: str, pretrained: str | None) -> tuple[torch.nn.Modul
     quick_gelu = bool(model_cfg.get("quick_gelu") or tag_cfg.get("quick_gelu"))
     try:
         full = open_clip.create_model(name, pretrained=pretrained, force_quick_gelu=quick_gelu, device="cpu")
-    except (RuntimeError, OSError, ValueError) as e:
-        raise TLDError(f"cannot load open_clip {name!r} pretrained={pretrained!r}: {first_line(e)}") from e
+    except _LOAD_ERRORS as e:
+        # The unpickler's first line advises weights_only=False: wrong advice for a file that fails to load.
+        why = "not a checkpoint torch can load" if isinstance(e, pickle.UnpicklingError) else first_line(e)
+        raise TLDError(f"cannot load open_clip {name!r} pretrained={pretrained!r}: {why}") from None
     return full, {
         "embed_dim": model_cfg["embed_dim"],
         "text_cfg": model_cfg["text_cfg"],
@@ -112,7 +126,13 @@ class OpenClipTextEncoder(BaseTextEncoder):
                 raise TLDError(
                     f"{folder} is not a saved open_clip text encoder (needs model_cfg and {WEIGHTS})"
                 )
-            return cls(spec, spec["model_cfg"], load_file(str(folder / WEIGHTS)), device)
+            try:
+                state = load_file(str(folder / WEIGHTS))
+            except (SafetensorError, OSError) as e:
+                raise TLDError(
+                    f"cannot load open_clip text weights {folder / WEIGHTS}: {first_line(e)}"
+                ) from None
+            return cls(spec, spec["model_cfg"], state, device)
         if not spec.get("model"):
             raise TLDError(f"open_clip spec needs 'model' (e.g. 'ViT-L-14') or 'path', got {spec}")
         full, model_cfg = _create_hub_model(spec["model"], spec.get("pretrained"))

@@ -7,7 +7,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ import yaml
 
 from tld.common import first_line
 from tld.data.balance import BalanceConfig
-from tld.errors import TLDError, check_keys
+from tld.errors import TLDError, check_int, check_keys, check_number
 
 
 @dataclass
@@ -36,6 +39,23 @@ class DiffusionConfig:
     parameterization: dict[str, Any] = field(default_factory=lambda: {"name": "tld"})
     density: dict[str, Any] = field(default_factory=lambda: {"name": "tld_beta"})
     cfg_dropout: float = 0.15  # probability a row's condition is replaced by the null condition
+    # Min-SNR loss weighting (Hang et al. 2023): weight on the x0 error min(1/sigma^2, gamma); None = off
+    min_snr_gamma: float | None = None
+
+
+@dataclass
+class MaskConfig:
+    """Masked training (MaskDiT, Zheng et al. 2023; MicroDiT, Sehwag et al. 2024): the blocks see only
+    a random share of the patch tokens, the loss counts the kept patches, and the run ends unmasked."""
+
+    ratio: float = 0.0  # share of patch tokens dropped per image; 0 disables masking
+    until: float = 0.9  # masked for the first `until` of the steps, unmasked after
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ratio < 1.0:
+            raise TLDError(f"mask.ratio must be in [0, 1), got {self.ratio}")
+        if not 0.0 <= self.until <= 1.0:
+            raise TLDError(f"mask.until must be in [0, 1], got {self.until}")
 
 
 @dataclass
@@ -120,6 +140,7 @@ class TrainConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     inpaint: InpaintConfig = field(default_factory=InpaintConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
@@ -131,12 +152,24 @@ class TrainConfig:
     mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
     compile: bool = False
     grad_checkpointing: bool = False  # recompute blocks in the backward pass: less memory, more compute
+    cpu_kernels: str = "auto"  # while training on the CPU: auto|onednn|blas|off (tld.model.cpu)
     log_every: int = 50
     tracker: str = "tensorboard"  # "tensorboard" | "wandb" | "none"
     checkpoint_every: int = 1000  # 0: only the final checkpoint
     keep_last: int = 3
     progress: bool = True
     resume: str | None = None  # "latest" (newest complete checkpoint), "auto" (latest if any) or a folder
+    resume_with_changes: bool = False  # resume although settings differ from the checkpoint's (inexact)
+
+    def __post_init__(self) -> None:
+        # Values that would crash deep inside training (or train nothing and exit 0) stop here.
+        for key, minimum in _INT_MINIMUMS.items():
+            check_int(_get(self, key), key, minimum)
+        for key, (low, high) in _NUMBER_RANGES.items():
+            value = _get(self, key)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise TLDError(f"{key} must be a finite number, got {value}")
+            check_number(value, key, low, high)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,32 +184,93 @@ class TrainConfig:
         path.write_text(text if text is not None else json.dumps(self.to_dict(), indent=2) + "\n")
 
 
+_INT_MINIMUMS = {
+    "steps": 1,
+    "batch_size": 1,
+    "seed": 0,
+    "log_every": 1,
+    "checkpoint_every": 0,
+    "keep_last": 0,
+    "data.num_workers": 0,
+    "optim.grad_accum": 1,
+    "optim.warmup_steps": 0,
+    "sample.every": 0,
+    "fid.every": 0,
+}
+_NUMBER_RANGES = {
+    "optim.lr": (0.0, None),
+    "optim.weight_decay": (0.0, None),
+    "optim.min_lr_ratio": (0.0, 1.0),
+    "optim.grad_clip": (0.0, None),
+    "diffusion.cfg_dropout": (0.0, 1.0),
+    "ema.decay": (0.0, 1.0),
+}
+
+
+def _get(config: Any, key: str) -> Any:
+    for part in key.split("."):
+        config = getattr(config, part)
+    return config
+
+
 def _build(cls: type, d: Any, prefix: str) -> Any:
     if not isinstance(d, dict):
         raise TLDError(f"config section {prefix or '<root>'!r} must be a mapping, got {type(d).__name__}")
     known = {f.name: f for f in fields(cls)}
     where = f" in {prefix!r}" if prefix else ""
     check_keys(d, known, "unknown config keys {unknown}" + where + "; known keys are {known}")
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in d.items():
         default = getattr(cls(), name) if name in known else None
         if is_dataclass(default):
             kwargs[name] = _build(type(default), value, f"{prefix}{name}.")
         else:
-            kwargs[name] = _coerce(value, default, f"{prefix}{name}")
+            kwargs[name] = _coerce(value, hints[name], f"{prefix}{name}")
     return cls(**kwargs)
 
 
-def _coerce(value: Any, default: Any, key: str) -> Any:
-    # YAML 1.1 reads "3e-4" as a string; numbers are what numeric fields need.
-    if isinstance(value, str) and isinstance(default, (int, float)) and not isinstance(default, bool):
-        try:
-            return (
-                type(default)(float(value)) if isinstance(default, int) and "." not in value else float(value)
-            )
-        except ValueError:
-            raise TLDError(f"config key {key!r} must be a number, got {value!r}") from None
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """`value` as the field's declared type, or a one-line TLDError naming the setting."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        rest = [a for a in args if a is not type(None)]
+        return _coerce(value, rest[0], key) if len(rest) == 1 else value
+    if hint in (int, float):
+        return _number(value, hint, key)
+    if hint is bool and not isinstance(value, bool):
+        raise TLDError(f"config key {key!r} must be true or false, got {value!r}")
+    if hint is str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise TLDError(f"config key {key!r} must be a string, got {value!r}")
+        return str(value)
+    if origin is list:
+        if not isinstance(value, list):
+            raise TLDError(f"config key {key!r} must be a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else value
+    if origin is dict and not isinstance(value, dict):
+        raise TLDError(f"config key {key!r} must be a mapping, got {value!r}")
     return value
+
+
+def _number(value: Any, kind: type, key: str) -> int | float:
+    """An int or a finite float; YAML 1.1 reads "3e-4" as a string, so numeric strings are parsed."""
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+        what = "an integer" if kind is int else "a finite number"
+        raise TLDError(f"config key {key!r} must be {what}, got {value!r}")
+    if kind is float:
+        return float(number)
+    if number != int(number):
+        raise TLDError(f"config key {key!r} must be an integer, got {value!r}")
+    return int(number)
 
 
 def load_config(
@@ -192,8 +286,10 @@ def load_config(
             raise TLDError(f"config file {p} not found")
         try:
             data = yaml.safe_load(p.read_text()) or {}  # YAML is a superset of JSON
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise TLDError(f"cannot parse {p}: {first_line(exc)}") from None
+        if not isinstance(data, dict):
+            raise TLDError(f"config file {p} must hold a mapping of settings, got a {type(data).__name__}")
     for item in overrides or []:
         apply_override(data, item)
     return _build(cls or TrainConfig, data, "")
