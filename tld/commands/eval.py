@@ -1,5 +1,6 @@
 """`tld eval fid|sweep`: FID/KID/precision-recall of a model against real images; `tld eval colours`:
-colour-word obedience; `tld eval train-classifier`: the FID classifier of a class-labelled set."""
+colour-word obedience (`tld eval shapes`, shape words: eval_shapes.py); `tld eval train-classifier`: the
+FID classifier of a class-labelled set."""
 
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     _add_sweep(sub)
     _add_colours(sub)
+    from tld.commands.eval_shapes import add_shapes  # `tld eval shapes`, in its own module
+
+    add_shapes(sub)
 
     c = sub.add_parser(
         "train-classifier",
