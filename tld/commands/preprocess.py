@@ -187,7 +187,12 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-prompts", help="text file of validation prompts, one per line")
     p.add_argument("--val-holdout", type=int, default=0, help="or hold out the last N images as validation")
     p.add_argument("--resume", action="store_true", help="continue an interrupted encode")
-    p.add_argument("--overwrite", action="store_true", help="replace a dataset already in DATASET_DIR")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a dataset already in DATASET_DIR: the new one is built beside it and swapped in "
+        "only when complete, so a failed or killed run keeps the old one",
+    )
     p.add_argument("--keep-work", action="store_true", help="keep the per-shard work files after merging")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_encode)
