@@ -172,6 +172,7 @@ def test_cli_verdicts_are_those_of_the_pipeline_images(tmp_path, capsys, tiny_va
         (["--shapes", "heart,blob"], "unknown shape(s) blob"),
         (["--colours", "mauve"], "unknown colour(s) mauve"),
         (["--seeds", "0"], "seeds must be an integer >= 1"),
+        (["--shapes", ","], "--shapes is empty"),
         (["--data-only"], "--data-only needs --data SHARDS"),
         (["--data", "/nonexistent/shards"], "--data /nonexistent/shards: no such folder"),
     ],

@@ -48,8 +48,14 @@ def add_shapes(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run_shapes)
 
 
+def _words(text: str, what: str) -> list[str]:
+    words = [w.strip() for w in text.split(",") if w.strip()]
+    if not words:
+        raise TLDError(f"{what} is empty: {text!r}")
+    return words
+
+
 def run_shapes(args: argparse.Namespace) -> int:
-    from tld.commands.eval import _split
     from tld.diffusion.guidance import parse_cfg_schedule
     from tld.eval.shapes import (
         ShapeRules,
@@ -59,8 +65,7 @@ def run_shapes(args: argparse.Namespace) -> int:
         shapes_markdown,
     )
 
-    colours = _split(args.colours, str, "--colours")
-    shapes = _split(args.shapes, str, "--shapes")
+    colours, shapes = _words(args.colours, "--colours"), _words(args.shapes, "--shapes")
     check_shape_words(colours, shapes, args.seeds)  # before any loading
     if args.cfg_schedule:
         parse_cfg_schedule(args.cfg_schedule)
