@@ -108,7 +108,7 @@ def test_edit_tab_calls(tiny_vae_dir, tiny_clip_dir):
     layer.paste((255, 0, 0, 255), (0, 0, 9, 9))  # the painted stroke = the region to redraw
     editor = {"background": image, "layers": [layer], "composite": image}
     args = {"steps": 2, "seed": 0, "num_images": 1, "progress": False}
-    painted = run_edit(pipe, editor, EditRequest("inpaint", "a hat"), args)
+    painted = run_edit(pipe, editor, EditRequest(mode="inpaint", prompt="a hat"), args)
     assert painted[0].size == (16, 16)
     wide = run_edit(pipe, editor, EditRequest("outpaint", "a hat", margins=(8, 4, 0, 0)), args)
     assert wide[0].size == (28, 16)
@@ -118,3 +118,119 @@ def test_edit_tab_calls(tiny_vae_dir, tiny_clip_dir):
         run_edit(pipe, {**editor, "layers": []}, EditRequest("inpaint", "a hat"), args)
     with pytest.raises(TLDError, match="upload an image"):
         run_edit(pipe, None, EditRequest("img2img", "a hat"), args)
+
+
+def test_inpaint_mask_keeps_its_orientation(tiny_vae_dir, tiny_clip_dir):
+    """A stroke painted over the top rows redraws the top rows: the painted layer becomes the mask
+    the right way round (not transposed or flipped), and the rest keeps the input's pixels."""
+    from pipeline_fixtures import checker_image
+
+    from tld.apps.editing import EditRequest, painted_mask, run_edit
+
+    pipe = tiny_pipeline(tiny_vae_dir, tiny_clip_dir)
+    image = checker_image(16)
+    layer = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
+    layer.paste((0, 255, 0, 255), (0, 0, 16, 4))  # the top 4 rows, full width
+    mask = np.asarray(painted_mask([None, layer], (16, 16)))
+    assert (mask[:4] == 255).all() and (mask[4:] == 0).all()
+    editor = {"background": image, "layers": [layer], "composite": image}
+    args = {"steps": 2, "seed": 0, "num_images": 1, "progress": False, "composite": True}
+    out = np.asarray(run_edit(pipe, editor, EditRequest(mode="inpaint", prompt="sky"), args)[0])
+    original = np.asarray(image)
+    assert np.array_equal(out[8:], original[8:])  # far from the stroke: kept exactly
+    assert not np.array_equal(out[:4], original[:4])  # under the stroke: redrawn
+
+
+def test_handlers_take_the_widgets_by_name(tiny_vae_dir, tiny_clip_dir, tmp_path):
+    """The buttons' handlers are called with keywords (gradio gets the inputs as a set), so no widget
+    order has to match a parameter order; the gallery PNGs carry what was asked for."""
+    from dataclasses import asdict
+
+    from tld.apps.webui import Handlers, SamplingForm, build_ui
+
+    pipe = tiny_pipeline(tiny_vae_dir, tiny_clip_dir)
+    config = UIConfig(model_name="tiny", output_dir=str(tmp_path / "out"))
+    handlers = Handlers(pipe, config)
+    form = asdict(SamplingForm(cfg=2.5, steps=3, sampler="euler", seed=11, n=2, negative="blur"))
+    items, seeds = handlers.text_to_image(prompt="a boat", width=24, height=16, **form)
+    assert seeds == "seeds: 11, 12" and len(items) == 2
+    meta = read_png_metadata(items[1][0])
+    assert (meta["prompt"], meta["seed"], meta["steps"], meta["cfg"]) == ("a boat", 12, 3, 2.5)
+    assert meta["sampler"] == "euler" and meta["negative_prompt"] == "blur" and meta["model"] == "tiny"
+    assert Image.open(items[0][0]).size == (24, 16)
+    demo = build_ui(pipe, config)
+    clicks = [d for d in demo.config["dependencies"] if d.get("targets")]
+    assert len(clicks) == 2 and all(len(d["inputs"]) >= 11 for d in clicks)
+
+
+def test_share_needs_a_login(capsys, monkeypatch):
+    from tld.apps.webui import parse_auth
+    from tld.cli import main
+    from tld.errors import TLDError
+
+    monkeypatch.delenv("TLD_UI_AUTH", raising=False)
+    assert main(["ui", "--share", "--model", "nowhere"]) == 1  # refused before loading anything
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--auth" in err, err
+    assert parse_auth("ann:pa:ss") == ("ann", "pa:ss") and parse_auth(None) is None
+    for bad in ("ann", ":pw", "ann:"):
+        with pytest.raises(TLDError, match="USER:PASSWORD"):
+            parse_auth(bad)
+    with pytest.raises(TLDError, match="--auth"):
+        launch_ui(None, UIConfig(), share=True)  # type: ignore[arg-type]
+
+
+def test_login_protects_the_page(tmp_path, tiny_vae_dir, tiny_clip_dir):
+    import httpx
+
+    pipe = tiny_pipeline(tiny_vae_dir, tiny_clip_dir)
+    config = UIConfig(model_name="tiny", auth=("ann", "pw"))
+    port = free_port()
+    demo = launch_ui(pipe, config, host="127.0.0.1", port=port, block=False)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{url}/config").status_code == 401
+        with httpx.Client() as client:
+            assert client.post(f"{url}/login", data={"username": "ann", "password": "no"}).status_code == 400
+            assert client.post(f"{url}/login", data={"username": "ann", "password": "pw"}).status_code == 200
+            assert client.get(f"{url}/config").status_code == 200
+    finally:
+        demo.close()
+        config.cleanup()
+    assert not Path(config.output_dir).exists()
+
+
+def test_tld_ui_removes_its_output_folder_when_stopped(tmp_path, tiny_vae_dir, tiny_clip_dir):
+    """`tld ui` stopped by SIGTERM (a service manager) deletes the tld-ui-* folder it made."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = tiny_pipeline(tiny_vae_dir, tiny_clip_dir).save_pretrained(tmp_path / "model")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    port = free_port()
+    env = {**os.environ, "TMPDIR": str(scratch), "GRADIO_ANALYTICS_ENABLED": "False"}
+    cmd = [sys.executable, "-m", "tld", "ui", "--model", str(folder), "--port", str(port), "--device", "cpu"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                proc.stdout.read() if proc.stdout else ""
+            )
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.3)
+        assert [p.name[:7] for p in scratch.glob("tld-ui-*")] == ["tld-ui-"]
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not list(scratch.glob("tld-ui-*"))  # before: the folder and its PNGs stayed
+    assert code in (0, 130)  # 130: the CLI reports an interrupt

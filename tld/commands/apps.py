@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 
 from tld.common import require
 
@@ -15,7 +17,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "a public gradio.live link only with --share.",
     )
     _add_app_arguments(u, port=7860, max_images=8)
-    u.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    u.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs --auth)")
+    u.add_argument(
+        "--auth",
+        metavar="USER:PASSWORD",
+        help="require this login (default: $TLD_UI_AUTH; unset = none). Prefer the variable: a command "
+        "line is visible to other users of the machine",
+    )
     u.set_defaults(func=run_ui)
 
     s = subparsers.add_parser(
@@ -31,6 +39,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--max-steps", type=int, default=100, help="most sampler steps per request (default 100)")
     s.add_argument("--max-pending", type=int, default=64, help="requests queued before 503s (default 64)")
+    s.add_argument(
+        "--allowed-host",
+        dest="allowed_hosts",
+        action="append",
+        metavar="HOST",
+        help="a Host header to answer besides 127.0.0.1, localhost and ::1 (repeatable; '*' = any); "
+        "needed with --host 0.0.0.0: the name or address clients use",
+    )
+    s.add_argument(
+        "--allowed-origin",
+        dest="allowed_origins",
+        action="append",
+        metavar="URL",
+        help="a web page origin (https://example.org) whose scripts may call the API (repeatable; '*' = any)",
+    )
     s.set_defaults(func=run_serve)
 
 
@@ -51,21 +74,38 @@ def _add_app_arguments(p: argparse.ArgumentParser, port: int, max_images: int) -
 
 def run_ui(args: argparse.Namespace) -> int:
     require("gradio", "ui")
-    from tld.apps.webui import UIConfig, launch_ui
+    from tld.apps.webui import AUTH_ENV, UIConfig, launch_ui, parse_auth
+    from tld.errors import TLDError
+
+    auth = parse_auth(args.auth if args.auth is not None else os.environ.get(AUTH_ENV))
+    if args.share and auth is None:  # refused before minutes of loading
+        raise TLDError(
+            f"--share publishes the UI to anyone with the link: give --auth USER:PASSWORD (or ${AUTH_ENV})"
+        )
     from tld.pipeline import TLDPipeline
 
     pipe = TLDPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
-    config = UIConfig(model_name=args.model or "bundled", max_images=args.max_images, max_size=args.max_size)
+    config = UIConfig(
+        model_name=args.model or "bundled", max_images=args.max_images, max_size=args.max_size, auth=auth
+    )
+    # A service manager stops the UI with SIGTERM: end it as Ctrl-C does, so the output folder goes.
+    signal.signal(signal.SIGTERM, _interrupt)
     launch_ui(pipe, config, host=args.host, port=args.port, share=args.share)
     return 0
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def run_serve(args: argparse.Namespace) -> int:
     require("fastapi", "ui")
     from tld.apps.api import serve
-    from tld.apps.requests import ApiConfig, token_from_env
+    from tld.apps.requests import LOOPBACK_HOSTS, ApiConfig, token_from_env
 
     config = ApiConfig(
+        allowed_hosts=(*LOOPBACK_HOSTS, *(args.allowed_hosts or [])),
+        allowed_origins=tuple(args.allowed_origins or []),
         model_name=args.model or "bundled",
         token=token_from_env(args.token),
         max_images=args.max_images,
