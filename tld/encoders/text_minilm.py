@@ -9,6 +9,8 @@ layer), padded with zeros to `max_tokens`; mask = the attention mask padded with
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -33,12 +35,47 @@ def default_minilm_path() -> str:
 def _load(folder: Path, device: torch.device) -> Any:
     """A mean-pooling folder through transformers alone (text_meanpool.py, 2 s less start-up); any
     other layout through sentence-transformers."""
+    refuse_foreign_modules(folder)
     layout = read_layout(folder)
     if layout is not None:
         return MeanPooledTransformer.load(folder, layout)
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(folder), device=str(device), local_files_only=True)
+    return SentenceTransformer(
+        str(folder), device=str(device), local_files_only=True, trust_remote_code=False
+    )
+
+
+# modules.json names each module's class by its dotted path, and sentence-transformers imports it:
+# before 6.0 any path (code in the folder, or any installed package), from 6.0 only with
+# trust_remote_code. A model folder is data, so only the library's own classes are loaded.
+TRUSTED_PREFIX = "sentence_transformers."
+
+
+def refuse_foreign_modules(folder: Path) -> None:
+    """One line refusing a folder whose modules.json (or a WordEmbeddings config) names a class
+    outside sentence_transformers.*, before sentence-transformers can import it."""
+    path = folder / "modules.json"
+    if not path.is_file():
+        return
+    try:
+        modules = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise TLDError(f"{path}: not a readable modules.json ({first_line(e)})") from None
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise TLDError(f"{path}: expected a list of modules")
+    names = [(path, str(m.get("type", ""))) for m in modules]
+    for m in modules:
+        config = folder / str(m.get("path", "")) / "wordembedding_config.json"
+        if config.is_file():
+            with contextlib.suppress(OSError, UnicodeDecodeError, ValueError, AttributeError):
+                names.append((config, str(json.loads(config.read_text()).get("tokenizer_class", ""))))
+    for source, name in names:
+        if name and not name.startswith(TRUSTED_PREFIX):
+            raise TLDError(
+                f"{source}: refused to load the class {name[:80]!r} (only sentence_transformers.* "
+                "classes are loaded from a model folder; custom code in a folder is not run)"
+            )
 
 
 class MiniLMTextEncoder(BaseTextEncoder):
