@@ -164,16 +164,11 @@ def _prompt(args: argparse.Namespace) -> str | list[str]:
 
 def save_output(out, output: str | Path, separate: bool, source: str) -> list[Path]:
     """Write a TLDOutput as one grid PNG or one PNG per image, with settings in the metadata."""
-    from tld.pipeline.images import make_grid, numbered_paths, save_png
+    from tld.pipeline.images import numbered_paths, output_images, save_png
 
-    if separate or len(out) == 1:
-        paths = numbered_paths(output, len(out))
-        return [
-            save_png(image, path, {**out.metadata(k), "model": source})
-            for k, (image, path) in enumerate(zip(out, paths))
-        ]
-    meta = {**out.settings, "prompts": out.prompts, "seeds": out.seeds, "model": source}
-    return [save_png(make_grid(list(out)), output, meta)]
+    pairs = output_images(out, source, separate)
+    paths = numbered_paths(output, len(pairs))
+    return [save_png(image, path, meta) for (image, meta), path in zip(pairs, paths)]
 
 
 def model_source(args: argparse.Namespace) -> str:
