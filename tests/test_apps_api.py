@@ -23,8 +23,8 @@ from PIL import Image
 
 pytest.importorskip("fastapi", reason="the ui extra is not installed")
 import httpx  # noqa: E402
-import uvicorn  # noqa: E402
-from pipeline_fixtures import checker_image, tiny_pipeline  # noqa: E402
+from apps_fixtures import LiveServer, load_tiny_model, save_tiny_model  # noqa: E402
+from pipeline_fixtures import checker_image  # noqa: E402
 
 from tld.apps.api import create_app  # noqa: E402
 from tld.apps.queue import ModelWorker, QueueFull  # noqa: E402
@@ -37,37 +37,12 @@ TOKEN = "s3cret-token"
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tiny_vae_dir, tiny_clip_dir) -> Path:
-    """A saved tiny model folder: 16x16 pixels, sizes in multiples of 4."""
-    return tiny_pipeline(tiny_vae_dir, tiny_clip_dir).save_pretrained(tmp_path_factory.mktemp("api_model"))
+    return save_tiny_model(tmp_path_factory.mktemp("api_model"), tiny_vae_dir, tiny_clip_dir)
 
 
 @pytest.fixture(scope="module")
 def pipe(model_dir) -> TLDPipeline:
-    return TLDPipeline.from_pretrained(model_dir, device="cpu")
-
-
-class LiveServer:
-    """uvicorn serving `app` on a socket bound to a free 127.0.0.1 port, in a thread."""
-
-    def __init__(self, app):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-        self.sock.close()
+    return load_tiny_model(model_dir)
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,20 @@
 """PNG files that carry their generation settings, image grids and numbered output paths.
 
+The one writer of output PNGs: `tld generate`, the HTTP API and the web UI all go through
+`output_images` (which images, with which metadata) and `save_png` / `png_bytes`.
+
 Needs no model: the CLI and the examples read and write images and metadata with it alone.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from PIL import Image, PngImagePlugin
 
@@ -37,18 +41,41 @@ def make_grid(images: Sequence[Image.Image], ncols: int | None = None, pad: int 
     return grid
 
 
-def save_png(image: Image.Image, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
-    """Save `image` as PNG with `metadata` (JSON-serialisable) in its text chunks."""
-    out = Path(path)
-    if out.suffix.lower() != ".png":
-        raise TLDError(f"expected an output path ending in .png, got {str(path)!r}")
-    out.parent.mkdir(parents=True, exist_ok=True)
+def save_png(
+    image: Image.Image, target: str | os.PathLike | BinaryIO, metadata: dict[str, Any] | None = None
+) -> Path | BinaryIO:
+    """Write `image` as PNG with `metadata` (JSON-serialisable) in its text chunks, to a path ending in
+    .png (returned as a Path) or to a binary file object (returned as is): the one PNG writer."""
     info = PngImagePlugin.PngInfo()
     if metadata:
         info.add_text(PNG_KEY, json.dumps(metadata, sort_keys=True))
         info.add_text("parameters", _human_readable(metadata))
-    image.save(out, pnginfo=info)
+    if hasattr(target, "write"):
+        image.save(target, format="PNG", pnginfo=info)
+        return target
+    out = Path(target)
+    if out.suffix.lower() != ".png":
+        raise TLDError(f"expected an output path ending in .png, got {str(target)!r}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image.save(out, format="PNG", pnginfo=info)
     return out
+
+
+def png_bytes(image: Image.Image, metadata: dict[str, Any] | None = None) -> bytes:
+    """The bytes of the PNG file `save_png` writes (for HTTP responses: no file on disk)."""
+    buf = io.BytesIO()
+    save_png(image, buf, metadata)
+    return buf.getvalue()
+
+
+def output_images(out: Any, model: str, separate: bool = True) -> list[tuple[Image.Image, dict[str, Any]]]:
+    """A pipeline output (`TLDOutput`) as the (image, metadata) pairs to write: one per image with its
+    own prompt and seed, or, when `separate` is False and there are several, one grid whose metadata
+    lists every prompt and seed. `model` is what the metadata records as the model."""
+    if separate or len(out) == 1:
+        return [(image, {**out.metadata(k), "model": model}) for k, image in enumerate(out)]
+    meta = {**out.settings, "prompts": out.prompts, "seeds": out.seeds, "model": model}
+    return [(make_grid(list(out)), meta)]
 
 
 def read_png_metadata(path: str | os.PathLike) -> dict[str, Any]:
