@@ -1,6 +1,7 @@
 """Grow a panorama by repeated outpainting (the original TLD's demo), with any model folder.
 
-    python examples/panorama.py "a lake in mountains in the fall at sunset" --model weights/my-model \
+    python examples/panorama.py "green circle" --tiles 3            # the bundled demo model
+    python examples/panorama.py "a lake in mountains in the fall at sunset" --model models/my-model \
         --tiles 4 --shift 128 --seed 11 -o panorama.png
     python examples/panorama.py "a cute owl" --original state_dict_378000.pth --tiles 6
 
@@ -50,8 +51,8 @@ def grow_panorama(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("prompt")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="model folder or hub repo id")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", help="model folder or hub repo id (default: the bundled demo model)")
     source.add_argument("--original", help="the original TLD checkpoint (state_dict_378000.pth)")
     parser.add_argument("--tiles", type=int, default=4, help="outpainting steps (default 4)")
     parser.add_argument(
@@ -89,7 +90,7 @@ def main() -> None:
         "seed": args.seed,
         "tiles": args.tiles,
         "shift": shift,
-        "model": args.model,
+        "model": args.model or ("original:" + args.original if args.original else "bundled:tld-emoji"),
     }
     print(save_png(panorama, args.output, meta), panorama.size)
 

@@ -247,7 +247,7 @@ def used_settings(args: argparse.Namespace, settings: dict[str, Any], seeds: lis
     shown = []
     for name in ("cfg", "cfg_schedule", "steps", "sampler", "schedule"):
         value = settings.get(name)
-        if value is not None and not given.get(name, getattr(args, name) is not None):
+        if value not in (None, "repaint_ddim") and not given.get(name, getattr(args, name) is not None):
             text = ",".join(f"{s:g}:{w:g}" for s, w in value) if name == "cfg_schedule" else value
             shown.append(f"{name}={text}")
     line = f"model defaults: {' '.join(shown)}" if shown else "model defaults: none used"
