@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +58,27 @@ def load_resume(config: TrainConfig) -> dict[str, Any] | None:
     return {**saved, "folder": folder, "skipped": skipped}
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def _leaves(defaults: Any, data: Any, prefix: str = "") -> dict[str, Any]:
+    """A config's settings by dotted key, from `data` (a to_dict()) where it has them, else from
+    `defaults` (fields newer than a checkpoint); dict-valued settings (model, ...) one key per entry."""
+    data = data if isinstance(data, dict) else {}
+    out: dict[str, Any] = {}
+    for f in fields(defaults):
+        default, key = getattr(defaults, f.name), prefix + f.name
+        if is_dataclass(default):
+            out.update(_leaves(default, data.get(f.name), key + "."))
+            continue
+        value = data.get(f.name, default)
+        out.update(_entries(value, key) if isinstance(value, dict) else {key: value})
+    return out
+
+
+def _entries(d: dict[str, Any], prefix: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in d.items():
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
+        out.update(
+            _entries(value, f"{prefix}.{key}") if isinstance(value, dict) else {f"{prefix}.{key}": value}
+        )
     return out
 
 
@@ -77,14 +92,14 @@ def config_changes(saved: dict[str, Any] | None, config: TrainConfig) -> tuple[l
     """(free, breaking): the settings that differ from the checkpoint's, as "key old -> new"."""
     if not saved:
         return [], []
-    old = {**_flatten(TrainConfig().to_dict()), **_flatten(saved)}  # keys newer than the checkpoint
-    new = _flatten(config.to_dict())
+    old = _leaves(TrainConfig(), saved)
+    new = _leaves(TrainConfig(), config.to_dict())
     free, breaking = [], []
-    for key in sorted(new):
+    for key in sorted(set(old) | set(new)):
         if key in ("resume", "resume_with_changes"):  # differ on every resume
             continue
-        if key in old and not _same(key, old[key], new[key]):
-            line = f"{key} {old[key]!r} -> {new[key]!r}"
+        if not _same(key, old.get(key), new.get(key)):
+            line = f"{key} {old.get(key)!r} -> {new.get(key)!r}"
             is_free = any(key == f or (f.endswith(".") and key.startswith(f)) for f in FREE)
             (free if is_free else breaking).append(line)
     return free, breaking
