@@ -230,3 +230,17 @@ def test_newest_checkpoint_that_loads_is_taken_and_the_broken_ones_named(tmp_pat
     (tmp_path / "step_10" / "rng.pt").write_bytes(b"")
     with pytest.raises(TLDError, match=r"no checkpoint under .* loads; the newest, step_30: cannot load"):
         ckpt.load_newest(tmp_path)
+
+
+def test_resume_changes_are_sorted_into_free_and_breaking():
+    from tld.training.resume import config_changes
+
+    saved = load_config(None, ["batch_size=8", "model.depth=2"]).to_dict()
+    del saved["mask"]  # a checkpoint older than a config section reads as that section's defaults
+    new = load_config(None, ["batch_size=8", "steps=5", "sample.every=3", "resume=latest"])
+    assert config_changes(saved, new) == (
+        ["sample.every 1000 -> 3", "steps 10000 -> 5"],
+        ["model.depth 2 -> None"],  # a key removed from a dict-valued setting counts too
+    )
+    new = load_config(None, ["batch_size=4", "model.depth=2", "optim.lr=1e-3"])
+    assert config_changes(saved, new)[1] == ["batch_size 8 -> 4", "optim.lr 0.0003 -> 0.001"]
