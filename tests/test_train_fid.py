@@ -106,7 +106,7 @@ def test_fid_images_do_not_depend_on_the_batch_size(tmp_path, tiny_vae_dir):
         (["fid.every=0"], r"fid.every must be >= 1"),
         (["fid.every=-2"], r"fid.every must be (an integer )?>= [01]"),
         (["fid.every=2", "fid.reference=/no/dir"], r"fid.reference /no/dir is not a folder"),
-        (["fid.every=2", "fid.reference="], r"fid.reference \(a shard or image folder"),
+        (["fid.every=2", 'fid.reference=""'], r"fid.reference \(a shard or image folder"),
         (["fid.every=2", "fid.num=1"], r"fid.num must be an integer >= 2"),
         (["fid.every=2", "fid.sampler=nope"], r"unknown sampler 'nope'"),
         (["fid.every=2", "fid.schedule=nope"], r"fid.schedule 'nope' is unknown"),
