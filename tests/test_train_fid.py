@@ -129,6 +129,14 @@ def test_a_dataset_without_a_vae_fails_at_start(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_a_sample_grid_vae_that_does_not_load_fails_at_start(tmp_path):
+    # Before: a warning, latent previews, and a module-global cache that kept the failure.
+    _data_with_vae(tmp_path, tmp_path / "moved_vae")
+    with pytest.raises(TLDError, match=r"sample: VAE folder not found: .*set sample.vae"):
+        train(load_config(None, tiny_run_settings(tmp_path) + ["steps=4", "sample.every=2"]))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_fid_is_off_by_default(tmp_path):
     _data_with_vae(tmp_path, None)  # no VAE and no reference: nothing is loaded or checked
     config = load_config(None, tiny_run_settings(tmp_path) + ["steps=2"])
