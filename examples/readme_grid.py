@@ -36,6 +36,16 @@ def guidance_text(pipe: TLDPipeline, cfg: float | None) -> str:
     return ", ".join([f"cfg {pipe.sampling.cfg:g}", *pieces])
 
 
+def draw_label(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, fill: str = "black") -> None:
+    """Draw `text` word by word, a letter's width apart: Pillow's default font has a 2 px space,
+    which ran "noto style" together into "notostyle" in the grid."""
+    x, y = xy
+    gap = draw.textlength("n")
+    for word in text.split(" "):
+        draw.text((x, y), word, fill=fill)
+        x += draw.textlength(word) + gap
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="model folder (default: the bundled demo model)")
@@ -50,17 +60,19 @@ def main() -> None:
     label_w, rows = 230, []
     guidance = {} if args.cfg is None else {"cfg": args.cfg}
     for prompt in PROMPTS:
-        images = pipe(prompt, steps=args.steps, seed=list(range(args.seeds)), num_images=args.seeds, **guidance)
+        images = pipe(
+            prompt, steps=args.steps, seed=list(range(args.seeds)), num_images=args.seeds, **guidance
+        )
         rows.append((prompt, images))
     side = rows[0][1][0].width * args.scale
     grid = Image.new("RGB", (label_w + side * args.seeds, side * len(rows) + 24), "white")
     draw = ImageDraw.Draw(grid)
     for r, (prompt, images) in enumerate(rows):
-        draw.text((6, r * side + side // 2 - 6), prompt, fill="black")
+        draw_label(draw, (6, r * side + side // 2 - 6), prompt)
         for c, image in enumerate(images):
             grid.paste(image.resize((side, side), Image.Resampling.NEAREST), (label_w + c * side, r * side))
     note = f"tld-emoji, {guidance_text(pipe, args.cfg)}, {args.steps} steps, seeds 0-{args.seeds - 1}"
-    draw.text((6, side * len(rows) + 6), note, fill="gray")
+    draw_label(draw, (6, side * len(rows) + 6), note, fill="gray")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     grid.save(args.out)
     print(f"wrote {args.out}")
