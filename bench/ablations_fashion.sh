@@ -27,10 +27,10 @@ declare -A RUNS=(
   [skips]="--set model.skips=true"
   [qknorm]="--set model.qk_norm=true"
   [minsnr]="--set diffusion.min_snr_gamma=5"
-  [mask50]="--set mask.ratio=0.5 --set mask.until=0.9 --set steps=${MASK_STEPS:-3500}"
+  [mask50]="--set mask.ratio=0.5 --set mask.until=0.9 --set steps=${MASK_STEPS:-3770}"
   [flow_adaln]="$FLOW --set model.adaln=true"
   [flow_adaln_skips]="$FLOW --set model.adaln=true --set model.skips=true"
-  [flow_adaln_mask50]="$FLOW --set model.adaln=true --set mask.ratio=0.5 --set mask.until=0.9 --set steps=${MASK_STEPS:-3500}"
+  [flow_adaln_mask50]="$FLOW --set model.adaln=true --set mask.ratio=0.5 --set mask.until=0.9 --set steps=${MASK_STEPS:-3770}"
 )
 
 run() {
