@@ -4,13 +4,16 @@ In order: the Host header must name an allowed host (a web page on another site 
 loopback server through DNS rebinding); a browser's Origin must be the server's own or an allowed one
 (a page elsewhere cannot POST a form to it); the bearer token (constant-time comparison) unless the path
 is open; the body must fit its path's cap: a larger Content-Length is a 413 at once, and a body without
-one is counted as it streams in and cut off with a 413 past the cap.
+one is counted as it streams in and cut off with a 413 past the cap. A refused body is not kept: at
+most a few MB of it are read and dropped (`linger`) so the client can read the answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -25,6 +28,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Paths that never need the token: the health probe and the API's own documentation.
+# How much of a refused body is read and dropped before closing (see `linger`).
+LINGER_BYTES = 4 * 1024 * 1024
+LINGER_SECONDS = 2.0
 OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
 UPLOAD_PATHS = frozenset({"/inpaint"})
 
@@ -53,9 +59,9 @@ class RequestGuard:
         refusal = self.refusal(scope, headers)
         if refusal is not None:
             status, detail, extra = refusal
-            await reply(send, status, detail, extra)
+            await reply(send, receive, status, detail, extra)
             return
-        await self.app(scope, capped(receive, self.cap(scope)), send)
+        await self.app(scope, CappedBody(receive, self.cap(scope)), send)
 
     def cap(self, scope: Scope) -> int:
         """The most body bytes a request to this path may send."""
@@ -92,27 +98,50 @@ class RequestGuard:
         return same or "*" in allowed or origin in allowed
 
 
-def capped(receive: Receive, cap: int) -> Receive:
-    """`receive` that raises a 413 once more than `cap` body bytes have arrived."""
-    seen = 0
+class CappedBody:
+    """`receive` that raises a 413 (and closes the connection) once more than `cap` body bytes arrived."""
 
-    async def wrapped() -> Message:
-        nonlocal seen
-        message = await receive()
+    def __init__(self, receive: Receive, cap: int):
+        self.receive, self.cap, self.seen = receive, cap, 0
+
+    async def __call__(self) -> Message:
+        message = await self.receive()
         if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > cap:
-                raise HTTPException(413, f"request body over this server's limit of {cap} bytes")
+            self.seen += len(message.get("body", b""))
+            if self.seen > self.cap:
+                if message.get("more_body", False):
+                    await linger(self.receive)
+                detail = f"request body over this server's limit of {self.cap} bytes"
+                raise HTTPException(413, detail, headers={"connection": "close"})
         return message
 
-    return wrapped
+
+async def linger(receive: Receive) -> None:
+    """Read and drop a little more of a refused body (at most LINGER_BYTES, LINGER_SECONDS) before the
+    connection closes, so a client still sending a modest body can read the answer instead of a
+    connection reset (as nginx's lingering close); nothing is kept."""
+    deadline = time.monotonic() + LINGER_SECONDS
+    dropped = 0
+    while dropped <= LINGER_BYTES:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        try:
+            message = await asyncio.wait_for(receive(), timeout=left)
+        except asyncio.TimeoutError:
+            return
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+        dropped += len(message.get("body", b""))
 
 
-async def reply(send: Send, status: int, detail: str, headers: dict[str, str]) -> None:
+async def reply(send: Send, receive: Receive, status: int, detail: str, headers: dict[str, str]) -> None:
+    """The refusal, its headers first; then a little of the unread body is dropped (`linger`) before
+    the last part, after which the server closes the connection rather than read the rest."""
     body = json.dumps({"detail": detail}).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.encode(), v.encode()) for k, v in headers.items()]
-    # The body may be unread: ask the server to close the connection rather than read it.
     raw.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": raw})
+    await linger(receive)
     await send({"type": "http.response.body", "body": body})
