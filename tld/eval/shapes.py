@@ -10,7 +10,9 @@ that template fits well (IoU >= `min_iou`), beats every other shape by `min_marg
 aspect ratio suits the shape; otherwise, and when the object is tiny or spans the frame from edge to
 edge, it is "none".
 
-Validated on the real emoji first (`tld eval shapes --data SHARDS --data-only`, docs/eval.md).
+Validated on the real emoji first (`tld eval shapes --data SHARDS --data-only`, docs/eval.md): on the
+bundled model's four emoji sets it names 174 of the 175 hearts, circles, squares, stars, triangles and
+diamonds (the miss is OpenMoji's "white square", drawn as a 5:8 rectangle).
 """
 
 from __future__ import annotations
