@@ -291,3 +291,21 @@ def test_apps_bind_localhost_unless_told():
     ui, serve = (build_parser().parse_args([command]) for command in ("ui", "serve"))
     assert ui.host == serve.host == "127.0.0.1" and ui.model is serve.model is None
     assert ui.share is False and serve.token is None  # no public link, no token unless given
+
+
+def test_one_png_writer_for_files_and_responses(pipe, tmp_path):
+    """tld generate, the API and the web UI write through output_images + save_png: the same bytes to a
+    file, a file object or a response, and the grid metadata listing every prompt and seed."""
+    from tld.pipeline.images import output_images, png_bytes, save_png
+
+    out = pipe(["a cat", "a dog"], seed=4, steps=2, progress=False)
+    grid, grid_meta = output_images(out, "tiny", separate=False)[0]
+    assert grid_meta["prompts"] == ["a cat", "a dog"] and grid_meta["seeds"] == [4, 5]
+    assert grid_meta["model"] == "tiny" and grid.size == (16 * 2 + 4, 16)
+    pairs = output_images(out, "tiny", separate=True)
+    assert [(m["prompt"], m["seed"]) for _, m in pairs] == [("a cat", 4), ("a dog", 5)]
+    buf = io.BytesIO()
+    assert save_png(grid, buf, grid_meta) is buf
+    on_disk = save_png(grid, tmp_path / "grid.png", grid_meta).read_bytes()
+    assert buf.getvalue() == on_disk == png_bytes(grid, grid_meta)
+    assert read_png_metadata(tmp_path / "grid.png") == grid_meta
