@@ -13,6 +13,9 @@ A dataset is a folder holding
 
 All arrays are plain .npy files so they can be memory-mapped (`np.load(..., mmap_mode="r")`): a
 dataset of a million latents never has to fit in RAM.
+
+With layout="parts" (tld/data/parts.py) the per-row files live in parts/<name>/ folders listed by
+parts.json, and the arrays opened here are `PartedArray`s: one lazily mapped .npy per part.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from tld.common import write_json_atomic
+from tld.data.parts import PartedArray, PartIndex, read_manifest
 from tld.errors import TLDError, from_dict
 
 LATENTS = "latents.npy"
@@ -59,6 +63,7 @@ class DatasetMeta:
     source: str = ""
     license: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    layout: str = "single"  # "single": the arrays above; "parts": parts.json lists parts (tld/data/parts.py)
     format: str = FORMAT_NAME
     version: int = FORMAT_VERSION
 
@@ -72,9 +77,46 @@ class DatasetMeta:
         return from_dict(cls, d, "meta.json keys")
 
 
+BUNDLED = "bundled:"  # meta.json's id of a component inside the installed package's weights/
+
+
+def _bundled_root() -> Path:
+    import tld.weights
+
+    return Path(tld.weights.__file__).resolve().parent
+
+
+def portable_spec(spec: Any, folder: Path) -> Any:
+    """A VAE / text-encoder spec as meta.json stores it: a local folder's `path` relative to the
+    dataset folder, or `bundled:<name>/...` inside the package's weights; hub ids as they are."""
+    path = spec.get("path") if isinstance(spec, dict) else None
+    if not isinstance(path, str) or not Path(path).is_dir():
+        return spec
+    target = Path(path).resolve()
+    if target.is_relative_to(_bundled_root()):
+        return {**spec, "path": BUNDLED + target.relative_to(_bundled_root()).as_posix()}
+    return {**spec, "path": Path(os.path.relpath(target, folder.resolve())).as_posix()}
+
+
+def resolved_spec(spec: Any, folder: Path) -> Any:
+    """The inverse on reading: a relative `path` against the dataset folder, `bundled:` against the
+    package's weights; an absolute path (datasets written before) and hub ids as they are."""
+    path = spec.get("path") if isinstance(spec, dict) else None
+    if not isinstance(path, str) or Path(path).is_absolute():
+        return spec
+    if path.startswith(BUNDLED):
+        return {**spec, "path": str(_bundled_root() / path[len(BUNDLED) :])}
+    local = folder / path
+    return {**spec, "path": str(local.resolve())} if local.is_dir() else spec
+
+
 def write_meta(folder: str | os.PathLike, meta: DatasetMeta) -> None:
-    """Write meta.json atomically (temp file + rename)."""
-    write_json_atomic(Path(folder) / META, meta.to_dict())
+    """Write meta.json atomically (temp file + rename); component paths relative (portable_spec),
+    so the dataset keeps working when its folder moves."""
+    root = Path(folder)
+    d = meta.to_dict()
+    d["vae"], d["text_encoder"] = portable_spec(d["vae"], root), portable_spec(d["text_encoder"], root)
+    write_json_atomic(root / META, d)
 
 
 def read_meta(folder: str | os.PathLike) -> DatasetMeta:
@@ -87,7 +129,10 @@ def read_meta(folder: str | os.PathLike) -> DatasetMeta:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise TLDError(f"{path} is not valid JSON: {exc}") from None
-    return DatasetMeta.from_dict(data)
+    meta = DatasetMeta.from_dict(data)
+    root = Path(folder)
+    meta.vae, meta.text_encoder = resolved_spec(meta.vae, root), resolved_spec(meta.text_encoder, root)
+    return meta
 
 
 def quantize_latents(latents: np.ndarray, clip: float) -> np.ndarray:
@@ -110,11 +155,12 @@ class LatentArrays:
 
     folder: Path
     meta: DatasetMeta
-    latents: np.ndarray
-    text_emb: np.ndarray
-    text_mask: np.ndarray | None
+    latents: Any  # np.ndarray (memmap) or PartedArray
+    text_emb: Any
+    text_mask: Any | None
     val_text_emb: np.ndarray | None
     val_prompts: list[str] | None
+    parts: list[PartIndex] | None = None  # layout="parts": the manifest
 
     def __len__(self) -> int:
         return int(self.latents.shape[0])
@@ -140,6 +186,8 @@ def open_latent_dataset(folder: str | os.PathLike, mmap: bool = True) -> LatentA
     if not root.is_dir():
         raise TLDError(f"dataset folder {root} does not exist")
     meta = read_meta(root)
+    if meta.layout == "parts":
+        return _open_parts(root, meta)
     missing = [name for name in (LATENTS, TEXT_EMB) if not (root / name).is_file()]
     if missing:
         raise TLDError(f"dataset {root} is missing {', '.join(missing)}")
@@ -174,6 +222,11 @@ def open_latent_dataset(folder: str | os.PathLike, mmap: bool = True) -> LatentA
             raise TLDError(
                 f"text_mask.npy shape {text_mask.shape} does not match text_emb {text_emb.shape[:2]}"
             )
+    val_emb, val_prompts = _validation_files(root)
+    return LatentArrays(root, meta, latents, text_emb, text_mask, val_emb, val_prompts)
+
+
+def _validation_files(root: Path) -> tuple[np.ndarray | None, list[str] | None]:
     val_emb = _load_array(root / VAL_TEXT_EMB, mmap=False) if (root / VAL_TEXT_EMB).is_file() else None
     val_prompts = None
     if (root / VAL_PROMPTS).is_file():
@@ -182,7 +235,48 @@ def open_latent_dataset(folder: str | os.PathLike, mmap: bool = True) -> LatentA
         raise TLDError(
             f"{VAL_PROMPTS} has {len(val_prompts)} prompts but {VAL_TEXT_EMB} has {val_emb.shape[0]} rows"
         )
-    return LatentArrays(root, meta, latents, text_emb, text_mask, val_emb, val_prompts)
+    return val_emb, val_prompts
+
+
+def _check_part(root: Path, meta: DatasetMeta, part: PartIndex) -> None:
+    """A part's index against meta.json: the arrays it must have, their rows, shapes and dtypes."""
+    need = [LATENTS, TEXT_EMB] + ([TEXT_MASK] if meta.text_tokens else [])
+    missing = [f for f in need if f not in part.arrays]
+    if missing:
+        raise TLDError(f"part {part.name} of {root} lists no {', '.join(missing)}")
+    lat, emb = part.arrays[LATENTS], part.arrays[TEXT_EMB]
+    if lat["shape"][1:] != list(meta.latent_shape) or lat["dtype"] != meta.latent_dtype:
+        raise TLDError(
+            f"part {part.name} of {root} holds {lat['dtype']} latents of shape {lat['shape'][1:]} but "
+            f"meta.json says {meta.latent_dtype} {meta.latent_shape}"
+        )
+    if any(a["shape"][0] != part.rows for a in part.arrays.values()) or lat["shape"][0] != emb["shape"][0]:
+        raise TLDError(f"part {part.name} of {root}: its arrays do not all have {part.rows} rows")
+    if part.nonfinite is not None:
+        bad = part.nonfinite
+        raise TLDError(
+            f"{root}/parts/{part.name}/{bad['file']} has NaN/Inf values, first at row {bad['row']}"
+        )
+
+
+def _open_parts(root: Path, meta: DatasetMeta, opener: Any = None) -> LatentArrays:
+    """A parts dataset from its manifest alone: no array data is read here (O(parts), not O(rows))."""
+    parts = [p for p in read_manifest(root) if any(b > a for a, b in p.kept_ranges())]
+    if meta.latent_dtype == "uint8" and not meta.latent_clip:
+        raise TLDError("uint8 latents need latent_clip in meta.json")
+    for part in parts:
+        _check_part(root, meta, part)
+    total = sum(b - a for p in parts for a, b in p.kept_ranges())
+    if total != meta.count:
+        raise TLDError(f"the parts of {root} hold {total} training rows but meta.json count is {meta.count}")
+    if not parts:
+        empty = np.zeros((0, *meta.latent_shape), dtype=meta.latent_dtype)
+        return LatentArrays(root, meta, empty, np.zeros((0, meta.text_dim), np.float16), None, None, None, [])
+    latents = PartedArray(root, parts, LATENTS, opener)
+    text_emb = PartedArray(root, parts, TEXT_EMB, opener)
+    text_mask = PartedArray(root, parts, TEXT_MASK, opener) if TEXT_MASK in parts[0].arrays else None
+    val_emb, val_prompts = _validation_files(root)
+    return LatentArrays(root, meta, latents, text_emb, text_mask, val_emb, val_prompts, parts)
 
 
 def first_nonfinite_row(array: np.ndarray, chunk: int = 4096) -> int | None:
