@@ -18,6 +18,7 @@ RANKS = {
     "tld.diffusion": 1,
     "tld.data": 2,
     "tld.encoders": 2,
+    "tld.adapters": 2,  # LoRA layers and adapter files: used by training (writes) and the pipeline (loads)
     "tld.generation": 3,
     "tld.preprocessing": 4,
     "tld.training": 4,

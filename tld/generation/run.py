@@ -67,6 +67,29 @@ def sigmas_for(job: Job, param: Parameterization, device: torch.device) -> torch
     return get_sigmas(s.schedule, s.steps, param, device=device, **s.schedule_opts).float()
 
 
+# on_step_end(step, sigma, latents) -> False to stop: called after every sampler step with the
+# latents at the sigma that step reached (the pipeline's `callback_on_step_end`).
+StepEnd = Callable[[int, torch.Tensor, torch.Tensor], Any]
+
+
+class _StopSampling(Exception):
+    def __init__(self, latents: torch.Tensor):
+        super().__init__("stopped by callback_on_step_end")
+        self.latents = latents
+
+
+def _step_end_callback(on_step_end: StepEnd, sigmas: torch.Tensor) -> Callable[[dict[str, Any]], None]:
+    """A k-diffusion sampler callback (called at step i with x at sigmas[i] and the model's estimate
+    `denoised` of it) reporting the end of step i - 1; `False` stops with that estimate."""
+
+    def report(info: dict[str, Any]) -> None:
+        i = int(info["i"])
+        if i > 0 and on_step_end(i - 1, sigmas[i], info["x"]) is False:
+            raise _StopSampling(info["denoised"])
+
+    return report
+
+
 def run_sampler(
     job: Job,
     model: Callable,
@@ -74,8 +97,14 @@ def run_sampler(
     sigmas: torch.Tensor,
     extra_args: dict[str, Any],
     generators: Sequence[torch.Generator],
+    on_step_end: StepEnd | None = None,
 ) -> torch.Tensor:
-    """Run the job's sampler; stochastic samplers draw their noise from the per-image generators."""
+    """Run the job's sampler; stochastic samplers draw their noise from the per-image generators.
+
+    `on_step_end(step, sigma, latents)` is called after every step (the last with sigma 0 and the
+    result); where it returns False the run stops and returns the model's estimate of the clean
+    latents from the latents it was given (the partially denoised result).
+    """
     if len(sigmas) < 2:  # nothing to sample (img2img at strength 0)
         return x
     fn = get_sampler(job.settings.sampler)
@@ -88,7 +117,17 @@ def run_sampler(
     kwargs = dict(job.sampler_opts)
     if "noise_sampler" in accepted:
         kwargs["noise_sampler"] = seeded_noise_sampler(x, generators)
-    return fn(model, x, sigmas, extra_args=extra_args, disable=not job.progress, **kwargs)
+    if on_step_end is not None:
+        if not callable(on_step_end):
+            raise TLDError(f"callback_on_step_end must be callable, got {on_step_end!r}")
+        kwargs["callback"] = _step_end_callback(on_step_end, sigmas)
+    try:
+        x = fn(model, x, sigmas, extra_args=extra_args, disable=not job.progress, **kwargs)
+    except _StopSampling as stop:
+        return stop.latents
+    if on_step_end is not None:
+        on_step_end(len(sigmas) - 2, sigmas[-1], x)
+    return x
 
 
 def null_condition(cond: dict[str, Any]) -> dict[str, Any]:
@@ -120,11 +159,13 @@ def sample_text_to_image(
     device: torch.device,
     cond: dict[str, Any],
     uncond: dict[str, Any] | None,
+    on_step_end: StepEnd | None = None,
 ) -> torch.Tensor:
     """Latents (B, *shape) from the job's seeds: noise, sigmas, the guided sampler run.
 
     An inpainting model gets its "nothing known" extra channels. `cond`/`uncond` are the network's
-    keyword arguments for the two guidance branches (`uncond=None`: no guidance).
+    keyword arguments for the two guidance branches (`uncond=None`: no guidance); `on_step_end`
+    as in `run_sampler`.
     """
     noise, generators = initial_noise(job, shape, device)
     sigmas = sigmas_for(job, param, device)
@@ -134,7 +175,8 @@ def sample_text_to_image(
     cond, uncond = with_concat(cond, uncond, blank)
     check_first_step(network, noise, sigmas, cond)
     model = guided_denoiser(param, network, job.settings)
-    return run_sampler(job, model, noise * start, sigmas, {"cond": cond, "uncond": uncond}, generators)
+    extra = {"cond": cond, "uncond": uncond}
+    return run_sampler(job, model, noise * start, sigmas, extra, generators, on_step_end)
 
 
 @torch.no_grad()

@@ -103,6 +103,8 @@ def apply_cpu_kernels(net: nn.Module, choice: str | CPUKernels | None = "auto") 
     """
     policy = resolve_cpu_kernels(choice) if isinstance(choice, str) else choice
     for module in list(net.blocks.modules()):
+        if isinstance(module, nn.ModuleDict):
+            continue  # adapters' per-name layers (peft's lora_A / lora_B): small, left plain
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Linear):
                 setattr(module, name, _retype(child, CPULinear if policy else nn.Linear, policy))

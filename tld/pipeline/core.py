@@ -32,11 +32,12 @@ from tld.generation import (
     nudge,
     sample_text_to_image,
 )
-from tld.generation.run import null_condition
+from tld.generation.run import StepEnd, null_condition
 from tld.model import Denoiser
 from tld.model.cpu import apply_cpu_kernels
 from tld.pipeline import edit
 from tld.pipeline.folder import bundled_model_path, local_model_folder, read_model_config, update_config_json
+from tld.pipeline.lora import LoraMixin, save_denoiser
 from tld.pipeline.sampling import TLDOutput, to_output
 
 __all__ = ["ORIGINAL_SAMPLING", "SamplingDefaults", "TLDOutput", "TLDPipeline"]
@@ -51,11 +52,11 @@ ORIGINAL_TEXT_ENCODER = {"backend": "open_clip", "model": "ViT-L-14", "pretraine
 ORIGINAL_LATENT_SCALE = 8.0
 
 
-class TLDPipeline:
+class TLDPipeline(LoraMixin):
     """A denoiser, a VAE, a text encoder and a parameterization, ready to sample images.
 
     The editing calls (`tld.pipeline.edit`) use four public methods besides the attributes:
-    `make_job`, `conditioning`, `finish` and `latent_factor`.
+    `make_job`, `conditioning`, `finish` and `latent_factor`. LoRA adapters: `tld.pipeline.lora`.
     """
 
     def __init__(
@@ -195,7 +196,7 @@ class TLDPipeline:
     def save_pretrained(self, folder: str | os.PathLike, components: bool = True) -> Path:
         """Write a model folder; `components=False` records the VAE/text encoder specs instead of copies."""
         folder = Path(folder)
-        self.denoiser.save_pretrained(folder)
+        save_denoiser(self.denoiser, folder)  # without adapter layers (fused ones stay in)
         text = self.text_encoder
         if components:
             self.vae.save_pretrained(folder / "vae")
@@ -278,6 +279,7 @@ class TLDPipeline:
         width: int | None = None,
         output_type: str = "pil",
         progress: bool = True,
+        callback_on_step_end: StepEnd | None = None,
         **options: Any,
     ) -> TLDOutput:
         """Text to image; returns a TLDOutput (a sequence of images with their seeds and latents).
@@ -285,6 +287,8 @@ class TLDPipeline:
         None settings take the model's SamplingDefaults. `options` may override the other
         SamplingDefaults fields (sharp_f, bright_f, threshold, cfg_rescale, cfg_schedule, schedule_opts,
         original_init) and hold `sampler_opts`, a dict for the sampler (e.g. {"eta": 0.5}).
+        `callback_on_step_end(step, sigma, latents)` runs after every step; returning False stops
+        there and decodes the model's estimate of the clean image from those latents.
         """
         call = dict(
             cfg=cfg, steps=steps, sampler=sampler, schedule=schedule, seed=seed, num_images=num_images
@@ -294,7 +298,9 @@ class TLDPipeline:
         h, w = self._latent_hw(height, width)
         cond, uncond = self.conditioning(job)
         shape = (self.vae.latent_channels, h, w)
-        latents = sample_text_to_image(job, self.param, self.denoiser, shape, self.device, cond, uncond)
+        latents = sample_text_to_image(
+            job, self.param, self.denoiser, shape, self.device, cond, uncond, callback_on_step_end
+        )
         return self.finish(
             job, latents, height=h * self.vae.downsample_factor, width=w * self.vae.downsample_factor
         )

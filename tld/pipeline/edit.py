@@ -32,7 +32,14 @@ from tld.diffusion.noise import randn_like_seeded
 from tld.encoders.images import pil_to_tensor
 from tld.errors import TLDError, check_int, check_number
 from tld.generation.job import Job, initial_noise
-from tld.generation.run import check_first_step, guided_denoiser, run_sampler, sigmas_for, with_concat
+from tld.generation.run import (
+    StepEnd,
+    check_first_step,
+    guided_denoiser,
+    run_sampler,
+    sigmas_for,
+    with_concat,
+)
 from tld.model.surgery import blank_inpaint_concat, inpaint_concat
 from tld.pipeline.sampling import TLDOutput
 
@@ -40,6 +47,16 @@ if TYPE_CHECKING:
     from tld.pipeline.core import TLDPipeline
 
 ImageInput = Image.Image | Sequence[Image.Image] | torch.Tensor
+
+
+def _make_job(
+    pipe: TLDPipeline, prompt: str | Sequence[str], kwargs: dict[str, Any]
+) -> tuple[Job, StepEnd | None]:
+    """The call's job, and its `callback_on_step_end` (as in `TLDPipeline.__call__`), or None."""
+    on_step_end = kwargs.pop("callback_on_step_end", None)
+    if on_step_end is not None and not callable(on_step_end):
+        raise TLDError(f"callback_on_step_end must be callable, got {on_step_end!r}")
+    return pipe.make_job(prompt, kwargs), on_step_end
 
 
 def _images(pipe: TLDPipeline, image: ImageInput, batch: int) -> torch.Tensor:
@@ -68,7 +85,7 @@ def img2img(
     strength 0 returns the VAE reconstruction, 1 ignores the image.
     """
     check_number(strength, "strength", 0, 1)
-    job = pipe.make_job(prompt, kwargs)
+    job, on_step_end = _make_job(pipe, prompt, kwargs)
     z = pipe.vae.encode(_images(pipe, image, job.batch))
     full = sigmas_for(job, pipe.param, pipe.device)
     steps = len(full) - 1
@@ -77,7 +94,7 @@ def img2img(
     concat = blank_inpaint_concat(z) if pipe.is_inpainting_model else None
     schedule = start_relative_schedule(job.settings.cfg_schedule, full, len(full) - len(sigmas))
     run = replace(job, settings=replace(job.settings, cfg_schedule=schedule))
-    latents = _sample(pipe, run, z + sigmas[0] * noise, sigmas, generators, concat)
+    latents = _sample(pipe, run, z + sigmas[0] * noise, sigmas, generators, concat, on_step_end=on_step_end)
     return pipe.finish(job, latents, strength=strength)  # the settings as given, so a rerun repeats
 
 
@@ -120,10 +137,10 @@ def inpaint(
     repainted region (in latent cells), `resample` > 1 redoes every step that many times
     (RePaint, on DDIM steps instead of the chosen sampler), `composite` pastes the input's own pixels over the kept region after decoding.
     """
-    job = pipe.make_job(prompt, kwargs)
+    job, on_step_end = _make_job(pipe, prompt, kwargs)
     pixels = _images(pipe, image, job.batch)
     mask_px = mask_to_tensor(mask, tuple(pixels.shape[2:])).to(pipe.device)
-    return _inpaint(pipe, job, pixels, mask_px, feather, resample, composite)
+    return _inpaint(pipe, job, pixels, mask_px, feather, resample, composite, on_step_end)
 
 
 @torch.no_grad()
@@ -150,9 +167,10 @@ def outpaint(
     bad = {k: v for k, v in margins.items() if isinstance(v, int) and v % step}
     if bad:
         raise TLDError(f"outpaint margins must be multiples of {step} pixels, got {bad}")
-    job = pipe.make_job(prompt, kwargs)
+    job, on_step_end = _make_job(pipe, prompt, kwargs)
     canvas, mask_px = extend_canvas(_images(pipe, image, job.batch), left, right, top, bottom)
-    return _inpaint(pipe, job, canvas, mask_px[:1].to(pipe.device), feather, resample, composite)
+    mask_px = mask_px[:1].to(pipe.device)
+    return _inpaint(pipe, job, canvas, mask_px, feather, resample, composite, on_step_end)
 
 
 def _inpaint(
@@ -163,6 +181,7 @@ def _inpaint(
     feather: float,
     resample: int,
     composite: bool,
+    on_step_end: StepEnd | None = None,
 ) -> TLDOutput:
     check_int(resample, "resample", 1)
     known = pipe.vae.encode(pixels)
@@ -175,7 +194,7 @@ def _inpaint(
     concat, pin = None, (known, mask, noise)
     if pipe.is_inpainting_model:
         concat, pin = inpaint_concat(known, (mask > 0).to(known.dtype)), None
-    latents = _sample(pipe, job, x, sigmas, generators, concat, pin, resample)
+    latents = _sample(pipe, job, x, sigmas, generators, concat, pin, resample, on_step_end)
     paste = (pixels, mask_px) if composite else None
     extra = {"feather": feather or None}
     if resample > 1:
@@ -192,6 +211,7 @@ def _sample(
     concat: torch.Tensor | None = None,
     pin: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     resample: int = 1,
+    on_step_end: StepEnd | None = None,
 ) -> torch.Tensor:
     """Run the sampler from x; `pin` = (known, mask, noise) pins the known region."""
     cond, uncond = with_concat(*pipe.conditioning(job), concat)
@@ -201,9 +221,9 @@ def _sample(
         model = KnownRegionDenoiser(model, *pin)
     extra = {"cond": cond, "uncond": uncond}
     if resample <= 1:
-        return run_sampler(job, model, x, sigmas, extra, generators)
+        return run_sampler(job, model, x, sigmas, extra, generators, on_step_end)
     renoise = partial(randn_like_seeded, generators=generators)
-    return repaint_loop(model, x, sigmas, extra, resample, renoise, job.progress)
+    return repaint_loop(model, x, sigmas, extra, resample, renoise, job.progress, on_step_end)
 
 
 def mask_to_tensor(mask: Image.Image | np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -305,6 +325,7 @@ def repaint_loop(
     resample: int,
     renoise: Callable[[torch.Tensor], torch.Tensor],
     progress: bool = True,
+    on_step_end: StepEnd | None = None,
 ) -> torch.Tensor:
     """RePaint (Lugmayr et al. 2022) with jump length 1 over deterministic DDIM steps.
 
@@ -322,4 +343,6 @@ def repaint_loop(
             x = x0 + (sigma_next / sigma) * (x - x0)
             if u < resample - 1 and sigma_next > 0:
                 x = x + (sigma**2 - sigma_next**2).sqrt() * renoise(x)
+        if on_step_end is not None and on_step_end(i, sigma_next, x) is False:
+            return x0  # stopped: the estimate of the clean latents from this step
     return x
