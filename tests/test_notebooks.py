@@ -126,11 +126,48 @@ def test_code_cells_compile(notebook):
         compile(python_source(text), f"{path.name}[code cell {k}]", "exec")
 
 
-def test_repo_url_placeholder(notebook):
-    _, nb = notebook
-    first_code = code_cells(nb)[0]
-    assert re.search(r'^REPO_URL = "https://github\.com/.+"', first_code, re.M)
-    assert 'pip install -q "tld @ git+{REPO_URL}"' in first_code
+def install_requirement(nb: dict):
+    """The requirement the first code cell installs (`PACKAGE = f"..."`, with REPO_URL filled in)."""
+    from packaging.requirements import Requirement
+
+    values = notebook_variables(nb)
+    first = code_cells(nb)[0]
+    match = re.search(r'^PACKAGE = f"(.+)"$', first, re.M)
+    assert match, "the install cell names no PACKAGE"
+    return Requirement(match.group(1).replace("{REPO_URL}", values["REPO_URL"]))
+
+
+NEEDED_EXTRAS = {"train_your_own.ipynb": {"data", "train"}, "generate.ipynb": set()}
+
+
+def test_install_cell_installs_this_distribution(notebook):
+    """pip must find the name it was asked for (not PyPI's unrelated `tld`), with the extras the
+    notebook's commands need, stop the notebook when it fails, and put `tld` on the shell's PATH."""
+    import tomllib
+
+    path, nb = notebook
+    project = tomllib.loads((COLAB.parent / "pyproject.toml").read_text())["project"]
+    first = code_cells(nb)[0]
+    assert re.search(r'^REPO_URL = "https://github\.com/.+"', first, re.M)
+    assert "CHANGE THIS" in first
+    req = install_requirement(nb)
+    assert req.name == project["name"] and req.url.startswith("git+https://github.com/")
+    assert NEEDED_EXTRAS[path.name] <= req.extras <= set(project["optional-dependencies"])
+    assert ".returncode != 0" in first and "raise SystemExit" in first
+    assert 'os.environ["PATH"] = os.path.dirname(sys.executable)' in first
+
+
+def test_training_notebook_keeps_its_work_on_drive():
+    nb = load(COLAB / "train_your_own.ipynb")
+    cells = code_cells(nb)
+    drive = next(c for c in cells if "drive.mount(" in c)
+    assert "USE_DRIVE = False" in drive and "os.chdir(WORK_DIR)" in drive
+    # every path of the run is relative, so it lands in WORK_DIR
+    values = notebook_variables(nb)
+    assert not any(
+        str(values[k]).startswith("/") for k in ("SHARDS_DIR", "DATASET_DIR", "RUN_DIR", "MODEL_DIR")
+    )
+    assert cells.index(drive) < min(i for i, c in enumerate(cells) if "SHARDS_DIR =" in c)
 
 
 def strict_parser():
