@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tld.cli import build_parser, main, quiet_progress
 from tld.pipeline.folder import bundled_model_path
@@ -26,6 +27,19 @@ def test_bad_margins_fail_before_the_model_loads(tmp_path, capsys):
     assert "outpaint margins must be multiples of 8 pixels, got {'top': 4}" in capsys.readouterr().err
     assert main(["generate", "red apple", "--model", str(model), "--height", "60", "-o", "x.png"]) == 1
     assert "height and width must be multiples of 8 pixels, got {'height': 60}" in capsys.readouterr().err
+    small = tmp_path / "small.png"
+    Image.open(APPLE).crop((0, 0, 60, 64)).save(small)
+    assert main(["img2img", str(small), "green apple", "--model", str(model), "-o", "x.png"]) == 1
+    assert (
+        "the input image's sides must be multiples of 8 pixels, got {'width': 60}" in capsys.readouterr().err
+    )
+    assert (
+        main(
+            ["img2img", str(APPLE), "green apple", "--model", str(model), "--strength", "1.5", "-o", "x.png"]
+        )
+        == 1
+    )
+    assert "strength must be a number in [0, 1], got 1.5" in capsys.readouterr().err
 
 
 def test_generate_names_the_defaults_and_the_random_seed(tmp_path, capsys):

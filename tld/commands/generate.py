@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tld.errors import TLDError
+from tld.errors import TLDError, check_number
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -203,7 +203,9 @@ def run_img2img(args: argparse.Namespace) -> int:
     from tld.encoders.images import load_image
 
     _check_output(args.output)
+    check_number(args.strength, "strength", 0, 1)
     image = load_image(args.image)
+    _check_sizes(args, "the input image's sides", width=image.width, height=image.height)
     pipe = _load(args)
     return _finish(args, pipe.img2img(image, _prompt(args), strength=args.strength, **_call_args(args)))
 
@@ -213,6 +215,7 @@ def run_inpaint(args: argparse.Namespace) -> int:
 
     _check_output(args.output)
     image, mask = load_image(args.image), load_image(args.mask)
+    _check_sizes(args, "the input image's sides", width=image.width, height=image.height)
     pipe = _load(args)
     opts = dict(feather=args.feather, resample=args.resample, composite=args.composite)
     return _finish(args, pipe.inpaint(image, mask, _prompt(args), **opts, **_call_args(args)))
@@ -225,6 +228,7 @@ def run_outpaint(args: argparse.Namespace) -> int:
     margins = dict(left=args.left, right=args.right, top=args.top, bottom=args.bottom)
     _check_sizes(args, "outpaint margins", **margins)
     image = load_image(args.image)
+    _check_sizes(args, "the input image's sides", width=image.width, height=image.height)
     pipe = _load(args)
     opts = dict(feather=args.feather, resample=args.resample, composite=args.composite)
     return _finish(args, pipe.outpaint(image, _prompt(args), **margins, **opts, **_call_args(args)))
