@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from tld.errors import TLDError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -20,6 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--export", metavar="OUT_DIR", help="after training, export the EMA weights as a model folder"
+    )
+    p.add_argument(
+        "--lora",
+        type=int,
+        metavar="RANK",
+        help="train only rank-RANK LoRA adapters on the frozen init_from model (= --set lora.rank=RANK); "
+        "writes OUTPUT_DIR/adapter for `tld generate --lora` (docs/adapters.md)",
     )
     p.set_defaults(func=run_train)
 
@@ -92,11 +101,17 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume_with_changes:
         args.resume = args.resume or "latest"
         extra.append("resume_with_changes=true")
+    if args.lora is not None:
+        extra.append(f"lora.rank={args.lora}")
     config = resolved_config(args, extra)
     if config is None:
         return 0
+    if config.lora.rank and args.export:
+        raise TLDError("--export writes a whole model; a LoRA run writes its adapter to OUTPUT_DIR/adapter")
     result = train(config)
     print(f"trained to step {result.step}; last checkpoint: {result.last_checkpoint}")
+    if config.lora.rank:
+        print(f"adapter: {result.output_dir / 'adapter'} (load with tld generate --lora PATH[:SCALE])")
     if args.export and result.last_checkpoint is not None:
         from accelerate import PartialState
 

@@ -80,6 +80,17 @@ class InpaintConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA fine-tuning (docs/adapters.md): rank 0 trains every weight; rank > 0 trains only low-rank
+    adapters on the block linears of the frozen `init_from` model and writes output_dir/adapter."""
+
+    rank: int = 0
+    alpha: float | None = None  # the update is scaled by alpha / rank; None = rank (scale 1)
+    targets: list[str] = field(default_factory=lambda: ["attn.qkv", "cross.kv", "ffn.fc1", "ffn.fc2"])
+    dropout: float = 0.0
+
+
+@dataclass
 class OptimConfig:
     lr: float = 3e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
@@ -141,6 +152,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     inpaint: InpaintConfig = field(default_factory=InpaintConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
@@ -196,6 +208,7 @@ _INT_MINIMUMS = {
     "optim.warmup_steps": 0,
     "sample.every": 0,
     "fid.every": 0,
+    "lora.rank": 0,
 }
 _NUMBER_RANGES = {
     "optim.lr": (0.0, None),

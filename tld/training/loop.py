@@ -27,6 +27,7 @@ from tld.training import checkpoint as ckpt
 from tld.training.config import TrainConfig
 from tld.training.ema import EMA
 from tld.training.fid_eval import start_fid
+from tld.training.lora import attach_training_lora, write_run_adapter
 from tld.training.objective import build_model, build_optimizer, micro_batch_loss
 from tld.training.resume import check_changes, load_resume, record_config
 from tld.training.resume import report as report_resume
@@ -145,12 +146,13 @@ def _start(config: TrainConfig) -> tuple[_Run, dict[str, Any] | None]:
     )
     data = LatentDataset(config.data.path, config.data.condition, config.data.text, config.data.check_finite)
     _seed_everything(config.seed)
-    net = build_model(config, data)
+    net = attach_training_lora(config, build_model(config, data))
     net.grad_checkpointing = config.grad_checkpointing
     apply_cpu_kernels(net, config.cpu_kernels if acc.device.type == "cpu" else "off")
     compat = compat_key(config, net.config.to_dict())
     ema = EMA(net, config.ema.decay, config.ema.warmup, config.ema.start_step)
-    opt = build_optimizer(net.parameters(), config.optim)
+    trained = [p for p in net.parameters() if p.requires_grad] if config.lora.rank else net.parameters()
+    opt = build_optimizer(trained, config.optim)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(config))
     step, saved = 0, load_resume(config)
     if saved is not None:
@@ -281,6 +283,8 @@ def train(config: TrainConfig | dict | str) -> TrainResult:
         if (config.checkpoint_every and run.step % config.checkpoint_every == 0) or run.step == config.steps:
             last_ckpt = _save(run)
     bar.close()
+    if config.lora.rank and acc.is_main_process:
+        write_run_adapter(config, acc.unwrap_model(run.net), run.ema.state_dict(), run.step)
     acc.end_training()
     return TrainResult(run.step, losses, out_dir, last_ckpt)
 
