@@ -75,3 +75,6 @@ def test_no_progress_and_tqdm_disable_silence_transformers(monkeypatch, restore_
     assert not restore_bars.is_progress_bar_enabled()
     if env:
         assert args.progress is False and args.no_progress is True
+        train = argparse.Namespace(overrides=["steps=2"])  # tld train / train-vae: a config field
+        quiet_progress(train)
+        assert train.overrides == ["steps=2", "progress=false"]

@@ -43,6 +43,8 @@ def quiet_progress(args: argparse.Namespace) -> None:
         args.no_progress = True
     if hasattr(args, "progress"):
         args.progress = False
+    if isinstance(getattr(args, "overrides", None), list):  # the trainers: a config field
+        args.overrides.append("progress=false")
     from huggingface_hub.utils import disable_progress_bars
     from transformers.utils import logging as transformers_logging  # its "Loading weights" bar
 
