@@ -21,7 +21,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="text to image with a model folder (or the original TLD weights)",
         description="Sample images for one or more prompts and save them as PNG (settings in the metadata).",
     )
-    g.add_argument("prompt", nargs="+", help="one or more prompts")
+    g.add_argument("prompt", nargs="*", help="one or more prompts (or --prompts-file)")
+    g.add_argument(
+        "--prompts-file",
+        metavar="FILE",
+        help="one prompt per line (blank lines and lines starting with # are skipped): one PNG per line "
+        "(per image with -n), named OUTPUT_STEM_line<N>_seed<S>.png; line N uses seed + (N - 1) * n",
+    )
     _add_common(g)
     g.add_argument("--height", type=int, help="image height in pixels (default: the trained size)")
     g.add_argument("--width", type=int, help="image width in pixels (default: the trained size)")
@@ -106,6 +112,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sharp", dest="sharp_f", type=float, help="original TLD sharpness nudge (e.g. 0.1)")
     p.add_argument("--bright", dest="bright_f", type=float, help="original TLD brightness nudge (e.g. 0.1)")
     p.add_argument("--threshold", type=float, help="clamp the guided x0 latents to [-T, T]")
+    p.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="PATH[:SCALE]",
+        help="load a LoRA adapter folder (`tld train --lora`) at SCALE (default 1); repeat for several",
+    )
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--dtype", help="float32, float16 or bfloat16 (default: float16 on CUDA)")
     p.add_argument("-o", "--output", default="out.png", help="PNG file to write (default out.png)")
@@ -136,6 +149,7 @@ def _add_inpaint(p: argparse.ArgumentParser, composite_default: bool) -> None:
 def _load(args: argparse.Namespace):
     from tld.pipeline import TLDPipeline
 
+    adapters = [parse_lora(spec) for spec in getattr(args, "lora", None) or []]
     if args.original:
         pipe = TLDPipeline.from_original(args.original, device=args.device, dtype=args.dtype)
     else:
@@ -144,7 +158,23 @@ def _load(args: argparse.Namespace):
         pipe.compile()
     if args.vae_tile:
         pipe.vae.tile = args.vae_tile
+    for path, scale in adapters:
+        pipe.load_lora(path, scale=scale)
     return pipe
+
+
+def parse_lora(spec: str) -> tuple[str, float]:
+    """'PATH[:SCALE]' -> (PATH, SCALE); the path must be an adapter folder (checked before loading)."""
+    path, scale = spec, 1.0
+    head, sep, tail = spec.rpartition(":")
+    if sep:
+        try:
+            path, scale = head, float(tail)
+        except ValueError:
+            pass  # a ':' inside the path
+    if not (Path(path) / "adapter_config.json").is_file():
+        raise TLDError(f"--lora expects an adapter folder (with adapter_config.json)[:SCALE], got {spec!r}")
+    return path, scale
 
 
 def _call_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -193,6 +223,10 @@ def _finish(args: argparse.Namespace, out) -> int:
 
 def run_generate(args: argparse.Namespace) -> int:
     _check_output(args.output)
+    if bool(args.prompt) == bool(args.prompts_file):
+        raise TLDError("give the prompts on the command line or with --prompts-file FILE (one of the two)")
+    if args.prompts_file:
+        return generate_from_file(args)
     _check_sizes(args, "height and width", height=args.height, width=args.width)
     pipe = _load(args)
     size = dict(height=args.height, width=args.width)
@@ -272,3 +306,43 @@ def _check_output(output: str) -> None:
     # Fail before minutes of loading and sampling, not after.
     if Path(output).suffix.lower() != ".png":
         raise TLDError(f"expected an output path ending in .png, got {output!r}")
+
+
+def read_prompts_file(path: str) -> list[tuple[int, str]]:
+    """(line number, prompt) of every non-blank line of `path` not starting with '#'."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TLDError(f"cannot read --prompts-file {path}: {exc}") from None
+    rows = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1)]
+    rows = [(n, p) for n, p in rows if p and not p.startswith("#")]
+    if not rows:
+        raise TLDError(f"--prompts-file {path} holds no prompts")
+    return rows
+
+
+def generate_from_file(args: argparse.Namespace, chunk: int = 16) -> int:
+    """One PNG per line (per image with -n), named by line number and seed; seeds stable per line."""
+    import secrets
+
+    from tld.pipeline.images import output_images, save_png
+
+    rows = read_prompts_file(args.prompts_file)
+    _check_sizes(args, "height and width", height=args.height, width=args.width)
+    pipe = _load(args)
+    n = args.num_images
+    base = secrets.randbelow(2**31) if args.seed is None else args.seed
+    call = {**_call_args(args), "num_images": n}
+    out_path, source = Path(args.output), model_source(args)
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        seeds = [base + (line - 1) * n + k for line, _ in part for k in range(n)]
+        call["seed"] = seeds
+        out = pipe([p for _, p in part], height=args.height, width=args.width, **call)
+        names = [(line, seed) for (line, _), seed in zip([r for r in part for _ in range(n)], seeds)]
+        for (image, meta), (line, seed) in zip(output_images(out, source, True), names):
+            path = out_path.with_name(f"{out_path.stem}_line{line}_seed{seed}{out_path.suffix}")
+            print(save_png(image, path, meta))
+    if args.seed is None:
+        print(f"random seed {base} (--seed {base} repeats this run)", file=sys.stderr)
+    return 0
