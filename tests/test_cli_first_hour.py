@@ -26,7 +26,7 @@ def test_bad_margins_fail_before_the_model_loads(tmp_path, capsys):
     assert main(argv) == 1
     assert "outpaint margins must be multiples of 8 pixels, got {'top': 4}" in capsys.readouterr().err
     assert main(["generate", "red apple", "--model", str(model), "--height", "60", "-o", "x.png"]) == 1
-    assert "height and width must be multiples of 8 pixels, got {'height': 60}" in capsys.readouterr().err
+    assert "height must be a positive multiple of 8 pixels (VAE factor 4 x patch 2), got 60" in capsys.readouterr().err
     small = tmp_path / "small.png"
     Image.open(APPLE).crop((0, 0, 60, 64)).save(small)
     assert main(["img2img", str(small), "green apple", "--model", str(model), "-o", "x.png"]) == 1

@@ -77,6 +77,7 @@ def test_generate_cfg_schedule_matches_the_api(model_dir, tmp_path, capsys):
     assert read_png_metadata(out)["cfg_schedule"] == [[2.0, 5.0]]
     constant = pipe("a cute owl", steps=3, cfg=1.5, seed=2, progress=False)
     assert not np.array_equal(np.asarray(constant[0]), np.asarray(expected[0]))
+    capsys.readouterr()  # the run above printed the model defaults it used
     assert main([*argv, "--cfg-schedule", "2:five", "-o", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cfg schedule must be SIGMA:SCALE pieces" in err

@@ -227,7 +227,7 @@ def run_generate(args: argparse.Namespace) -> int:
         raise TLDError("give the prompts on the command line or with --prompts-file FILE (one of the two)")
     if args.prompts_file:
         return generate_from_file(args)
-    _check_sizes(args, "height and width", height=args.height, width=args.width)
+    _check_sizes(args, None, height=args.height, width=args.width)
     pipe = _load(args)
     size = dict(height=args.height, width=args.width)
     return _finish(args, pipe(_prompt(args), **size, class_labels=args.class_labels, **_call_args(args)))
@@ -294,12 +294,12 @@ def used_settings(args: argparse.Namespace, settings: dict[str, Any], seeds: lis
     return line
 
 
-def _check_sizes(args: argparse.Namespace, what: str, **sizes: int | None) -> None:
+def _check_sizes(args: argparse.Namespace, what: str | None, **sizes: int | None) -> None:
     # A local model folder's pixel step is known from its config files: refuse before loading it.
     if not args.original:
         from tld.pipeline.folder import check_pixel_multiples
 
-        check_pixel_multiples(args.model, what, sizes)
+        check_pixel_multiples(args.model, sizes, what)
 
 
 def _check_output(output: str) -> None:
@@ -328,7 +328,7 @@ def generate_from_file(args: argparse.Namespace, chunk: int = 16) -> int:
     from tld.pipeline.images import output_images, save_png
 
     rows = read_prompts_file(args.prompts_file)
-    _check_sizes(args, "height and width", height=args.height, width=args.width)
+    _check_sizes(args, None, height=args.height, width=args.width)
     pipe = _load(args)
     n = args.num_images
     base = secrets.randbelow(2**31) if args.seed is None else args.seed

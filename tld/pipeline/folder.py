@@ -117,10 +117,11 @@ def export_fp16(folder: str | os.PathLike, dest: str | os.PathLike) -> Path:
     return dest
 
 
-def pixel_step(model: str | os.PathLike | None = None) -> int | None:
-    """Pixels per latent patch (VAE factor x patch size) of a local model folder, None = the bundled
-    model, read from config.json and vae/config.json without loading any weights. None where the
-    folder or its VAE is not local (a hub id, a hub VAE spec): the load checks those sizes instead."""
+def pixel_step(model: str | os.PathLike | None = None) -> tuple[int, int] | None:
+    """(VAE factor, patch size) of a local model folder, None = the bundled model, read from
+    config.json and vae/config.json without loading any weights; a size in pixels must be a
+    multiple of their product. None where the folder or its VAE is not local (a hub id, a hub VAE
+    spec): the load checks those sizes instead."""
     folder = bundled_model_path() if model is None else Path(model)
     config = read_config_json(folder) if folder.is_dir() else {}
     patch = (config.get("denoiser") or {}).get("patch_size")
@@ -128,12 +129,25 @@ def pixel_step(model: str | os.PathLike | None = None) -> int | None:
     if not patch or not isinstance(vae, str) or not (folder / vae).is_dir():
         return None
     blocks = read_config_json(folder / vae).get("block_out_channels")
-    return 2 ** (len(blocks) - 1) * int(patch) if blocks else None
+    return (2 ** (len(blocks) - 1), int(patch)) if blocks else None
 
 
-def check_pixel_multiples(model: str | os.PathLike | None, what: str, sizes: dict[str, int | None]) -> None:
-    """Refuse sizes a model cannot take before it loads: `what` names them in the one-line error."""
-    step = pixel_step(model)
-    bad = {k: v for k, v in sizes.items() if step and isinstance(v, int) and v % step}
-    if bad:
+def check_pixel_multiples(
+    model: str | os.PathLike | None, sizes: dict[str, int | None], what: str | None = None
+) -> None:
+    """Refuse sizes a model cannot take before it loads. Without `what` each size is named as the
+    pipeline names it ("height must be a positive multiple of 8 pixels (VAE factor 4 x patch 2)");
+    with it the sizes are reported together ("outpaint margins must be multiples of 8 pixels")."""
+    found = pixel_step(model)
+    if found is None:
+        return
+    factor, patch = found
+    step = factor * patch
+    bad = {k: v for k, v in sizes.items() if isinstance(v, int) and (v % step or (what is None and v <= 0))}
+    if bad and what is not None:
         raise TLDError(f"{what} must be multiples of {step} pixels, got {bad}")
+    for name, value in bad.items():
+        raise TLDError(
+            f"{name} must be a positive multiple of {step} pixels (VAE factor {factor} x patch {patch}), "
+            f"got {value!r}"
+        )
