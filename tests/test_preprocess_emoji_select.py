@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from tld.preprocessing.emoji import Emoji, emoji_samples, list_emoji, select_emoji
 
 from tld.errors import TLDError
-from tld.preprocessing.emoji import Emoji, emoji_samples, list_emoji, select_emoji
 
 QUICK_START = "heart,circle,square,apple,pear,cherries,grapes,lemon,banana,tangerine,strawberry".split(",")
 
