@@ -10,6 +10,7 @@
     shards.py    the shard format shared by every source and by encode
     encode.py    shards -> per-shard work files (resumable, accelerate-aware)
     merge.py     work files -> the memory-mappable dataset of tld.data.format
+    parts.py     encode --layout parts: shard groups -> parts + manifest (tld.data.parts), no merge
 
 May import tld.encoders and tld.data.format only (see docs/internals.md). Heavy dependencies
 (img2dataset, encoders) are imported inside the functions that need them.

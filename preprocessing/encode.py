@@ -24,7 +24,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tld.preprocessing.merge import DATASET_FILES, finish_swap, merge_work, swap_in
+from tld.preprocessing.merge import (
+    check_addition,
+    clear_output,
+    finish_swap,
+    holds_dataset,
+    merge_work,
+    prepare_staging,
+    staging_folder,
+    swap_in,
+)
+from tld.preprocessing.parts import encode_parts, finish_parts
 from tld.preprocessing.shards import iter_shard, list_shards
 from tqdm.auto import tqdm
 
@@ -68,6 +78,9 @@ class EncodeConfig:
     resume: bool = False
     keep_work: bool = False
     progress: bool = True
+    layout: str = "single"  # "single": merged arrays; "parts": one part per shard group, no merge
+    shards_per_part: int = 1  # layout="parts": shards encoded (and held in RAM) together as one part
+    add: bool = False  # layout="parts": append the parts of new shards to an existing parts dataset
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,6 +152,15 @@ def encode_shard(
     shard: Path, dest: Path, vae: Any, text: Any, cfg: EncodeConfig, size: int, bar: Any
 ) -> ShardResult:
     """Encode one shard into dest/ (written as dest.tmp/, then renamed); returns its counts."""
+    z, emb, captions, result = shard_arrays(shard, vae, text, cfg, size, bar)
+    _write_shard(dest, z, emb, captions, cfg, result)
+    return result
+
+
+def shard_arrays(
+    shard: Path, vae: Any, text: Any, cfg: EncodeConfig, size: int, bar: Any
+) -> tuple[np.ndarray, TextEmbeddings, pd.DataFrame, ShardResult]:
+    """One shard's latents (originals, then mirrored copies), caption embeddings, captions and counts."""
     failed: Counter[str] = Counter()
     rows: list[dict[str, str]] = []
     batch: list[Any] = []
@@ -185,9 +207,22 @@ def encode_shard(
     emb = _encode_texts(text, captions["caption"].tolist(), cfg)
     if cfg.flip:
         captions = pd.concat([captions, captions.assign(flipped=True)], ignore_index=True)
-    result = ShardResult(samples, len(rows), dict(failed))
-    _write_shard(dest, z.numpy(), emb, captions, cfg, result)
-    return result
+    return z.numpy(), emb, captions, ShardResult(samples, len(rows), dict(failed))
+
+
+def stored_arrays(z: np.ndarray, emb: Any, cfg: EncodeConfig, result: ShardResult) -> dict[str, np.ndarray]:
+    """The arrays as stored on disk (quantized or float16; embeddings repeated for the flips)."""
+    if cfg.latent_dtype == "uint8":
+        result.clipped_values = int((np.abs(z) > cfg.latent_clip).sum())
+        stored = quantize_latents(z, cfg.latent_clip)
+    else:
+        stored = z.astype(np.float16)
+    repeat = 2 if cfg.flip else 1
+    text_emb = emb.tokens if cfg.text_tokens else emb.pooled
+    arrays = {LATENTS: stored, TEXT_EMB: np.concatenate([text_emb.numpy().astype(np.float16)] * repeat)}
+    if cfg.text_tokens:
+        arrays[TEXT_MASK] = np.concatenate([emb.mask.numpy().astype(bool)] * repeat)
+    return arrays
 
 
 def _label(meta: dict[str, Any]) -> int:
@@ -219,17 +254,8 @@ def _write_shard(
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    if cfg.latent_dtype == "uint8":
-        result.clipped_values = int((np.abs(z) > cfg.latent_clip).sum())
-        stored = quantize_latents(z, cfg.latent_clip)
-    else:
-        stored = z.astype(np.float16)
-    repeat = 2 if cfg.flip else 1
-    text_emb = emb.tokens if cfg.text_tokens else emb.pooled
-    np.save(tmp / LATENTS, stored)
-    np.save(tmp / TEXT_EMB, np.concatenate([text_emb.numpy().astype(np.float16)] * repeat))
-    if cfg.text_tokens:
-        np.save(tmp / TEXT_MASK, np.concatenate([emb.mask.numpy().astype(bool)] * repeat))
+    for name, array in stored_arrays(z, emb, cfg, result).items():
+        np.save(tmp / name, array)
     captions.to_parquet(tmp / CAPTIONS, index=False)
     (tmp / "stats.json").write_text(json.dumps(asdict(result)) + "\n")
     os.replace(tmp, dest)
@@ -255,7 +281,9 @@ def _check_output(out: Path, cfg: EncodeConfig, vae: Any, settings: dict[str, An
     """Refuse to mix with a different dataset or an unfinished run, unless told to overwrite/resume."""
     if cfg.overwrite:
         return
-    if (out / META).is_file():
+    if cfg.add:
+        check_addition(out, settings)
+    elif (out / META).is_file():
         old = json.loads((out / META).read_text())
         channels = (old.get("latent_shape") or [None])[0]
         if channels is not None and channels != vae.latent_channels:
@@ -287,29 +315,6 @@ def _check_output(out: Path, cfg: EncodeConfig, vae: Any, settings: dict[str, An
             )
 
 
-def _staging(out: Path) -> Path:
-    return out.with_name(f".{out.name}.encoding")
-
-
-def _holds_dataset(out: Path) -> bool:
-    return any((out / name).exists() for name in DATASET_FILES)
-
-
-def _clear_output(out: Path) -> None:
-    """Before an in-place encode (no complete dataset in `out` to protect): drop leftovers."""
-    for name in DATASET_FILES:
-        (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / WORK, ignore_errors=True)
-
-
-def _prepare_staging(staging: Path, cfg: EncodeConfig, settings: dict[str, Any]) -> None:
-    """Start the staging folder afresh, unless resuming a staged run with the same settings."""
-    saved = staging / WORK / SETTINGS
-    if cfg.resume and saved.is_file() and json.loads(saved.read_text()) == settings:
-        return
-    shutil.rmtree(staging, ignore_errors=True)
-
-
 def _load_models(cfg: EncodeConfig, device: str) -> tuple[Any, Any]:
     from tld.common import resolve_dtype
     from tld.encoders import VAE, load_text_encoder
@@ -329,6 +334,8 @@ def _validate(cfg: EncodeConfig) -> None:
         raise TLDError("give validation prompts either as a file or as a held-out count, not both")
     if cfg.val_prompts and not Path(cfg.val_prompts).is_file():
         raise TLDError(f"validation prompts file {cfg.val_prompts} does not exist")
+    if cfg.layout not in ("single", "parts") or (cfg.add and cfg.layout != "parts"):
+        raise TLDError(f"layout must be 'single' or 'parts' (--add needs 'parts'), got {cfg.layout!r}")
     if cfg.batch_size <= 0 or cfg.val_holdout < 0:
         raise TLDError(
             f"batch size must be > 0 and val holdout >= 0, got {cfg.batch_size}, {cfg.val_holdout}"
@@ -353,28 +360,34 @@ def encode(shards_dir: str | os.PathLike, out: str | os.PathLike, config: Encode
         finish_swap(out)
     _check_output(out, cfg, vae, settings)
     # Over an existing dataset, build beside it and swap at the end: the old one survives any failure.
-    target = _staging(out) if cfg.overwrite and _holds_dataset(out) else out
+    target = staging_folder(out) if cfg.overwrite and holds_dataset(out) else out
     dist.barrier()
     work = target / WORK
     if dist.is_main:
         if target != out:
-            _prepare_staging(target, cfg, settings)
+            prepare_staging(target, cfg, settings)
         elif cfg.overwrite:
-            _clear_output(out)
+            clear_output(out)
         work.mkdir(parents=True, exist_ok=True)
         (work / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
     dist.barrier()
 
-    mine = [s for s in shards[dist.rank :: dist.world] if not (work / s.stem).is_dir()]
-    with tqdm(desc=f"encode [{dist.rank}]", unit="img", disable=not cfg.progress) as bar:
-        for shard in mine:
-            bar.set_postfix_str(shard.name)
-            encode_shard(shard, work / shard.stem, vae, text, cfg, size, bar)
-    dist.barrier()
+    if cfg.layout == "parts":
+        encode_parts(target, shards, dist, (vae, text), cfg, size, (shard_arrays, stored_arrays))
+    else:
+        mine = [s for s in shards[dist.rank :: dist.world] if not (work / s.stem).is_dir()]
+        with tqdm(desc=f"encode [{dist.rank}]", unit="img", disable=not cfg.progress) as bar:
+            for shard in mine:
+                bar.set_postfix_str(shard.name)
+                encode_shard(shard, work / shard.stem, vae, text, cfg, size, bar)
+        dist.barrier()
     meta = None
-    if dist.is_main:
+    if dist.is_main and cfg.layout == "parts":
+        meta = finish_parts(target, shards, cfg, (vae, text), size, settings, Path(shards_dir))
+    elif dist.is_main:
         work_dirs = [work / s.stem for s in shards]
         meta = merge_work(target, work_dirs, cfg, vae, text, size, source_dir=Path(shards_dir))
+    if dist.is_main:
         if not cfg.keep_work:
             shutil.rmtree(work, ignore_errors=True)
         if target != out:

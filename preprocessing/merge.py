@@ -31,6 +31,7 @@ from tld.data.format import (
     DatasetMeta,
     write_meta,
 )
+from tld.data.parts import MANIFEST, PARTS_DIR
 from tld.errors import TLDError
 
 
@@ -192,7 +193,23 @@ def _provenance(
     }
 
 
-DATASET_FILES = (META, LATENTS, TEXT_EMB, TEXT_MASK, CAPTIONS, LABELS, VAL_TEXT_EMB, VAL_PROMPTS)
+DATASET_FILES = (
+    META, LATENTS, TEXT_EMB, TEXT_MASK, CAPTIONS, LABELS, VAL_TEXT_EMB, VAL_PROMPTS, PARTS_DIR, MANIFEST
+)  # fmt: skip
+
+
+def check_addition(out: Path, settings: dict[str, Any]) -> None:
+    """encode --add: `out` must be a parts dataset encoded with the same settings (shards aside)."""
+    meta_path = out / META
+    old = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if old.get("layout") != "parts":
+        raise TLDError(
+            f"--add appends parts to a parts dataset, but {out} holds none (encode it with --layout parts)"
+        )
+    recorded = old.get("extra", {}).get("encode_settings", {})
+    differ = sorted(k for k in settings if k != "shards" and recorded.get(k) != settings[k])
+    if differ:
+        raise TLDError(f"{out} was encoded with other settings {differ}; --add needs the same ones")
 
 
 def _replaced(out: Path) -> Path:
@@ -225,3 +242,26 @@ def finish_swap(out: Path) -> None:
         if entry.name not in DATASET_FILES and entry.name != ".work" and not (out / entry.name).exists():
             os.replace(entry, out / entry.name)
     shutil.rmtree(replaced)
+
+
+def staging_folder(out: Path) -> Path:
+    return out.with_name(f".{out.name}.encoding")
+
+
+def holds_dataset(out: Path) -> bool:
+    return any((out / name).exists() for name in DATASET_FILES)
+
+
+def clear_output(out: Path) -> None:
+    """Before an in-place encode (no complete dataset in `out` to protect): drop leftovers."""
+    for name in DATASET_FILES:
+        shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / ".work", ignore_errors=True)
+
+
+def prepare_staging(staging: Path, cfg: Any, settings: dict[str, Any]) -> None:
+    """Start the staging folder afresh, unless resuming a staged run with the same settings."""
+    saved = staging / ".work" / "settings.json"
+    if cfg.resume and saved.is_file() and json.loads(saved.read_text()) == settings:
+        return
+    shutil.rmtree(staging, ignore_errors=True)

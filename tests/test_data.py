@@ -75,8 +75,10 @@ def test_nan_in_latents_names_first_bad_row(tmp_path):
     latents[7, 0, 0, 0] = np.nan
     latents[9, 1, 2, 3] = np.inf
     np.save(folder / "latents.npy", latents)
+    data = LatentDataset(folder)  # start-up reads no array data: the batch that holds the row fails
+    data.get(np.arange(7))
     with pytest.raises(TLDError, match=r"latents\.npy has NaN/Inf values, first at row 7"):
-        LatentDataset(folder)
+        data.get(np.array([9, 8, 7, 1]))
 
 
 def test_inf_in_text_embeddings(tmp_path):
@@ -84,8 +86,10 @@ def test_inf_in_text_embeddings(tmp_path):
     emb = np.load(folder / "text_emb.npy")
     emb[3, 0] = np.inf
     np.save(folder / "text_emb.npy", emb)
+    data = LatentDataset(folder)
     with pytest.raises(TLDError, match=r"text_emb\.npy has NaN/Inf values, first at row 3"):
-        LatentDataset(folder)
+        data.get(np.array([5, 3, 0]))
+    LatentDataset(folder, check_finite=False).get(np.array([3]))  # data.check_finite=false: not checked
 
 
 def test_count_mismatch(tmp_path):

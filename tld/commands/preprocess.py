@@ -194,6 +194,17 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
         "only when complete, so a failed or killed run keeps the old one",
     )
     p.add_argument("--keep-work", action="store_true", help="keep the per-shard work files after merging")
+    p.add_argument(
+        "--layout",
+        default="single",
+        choices=["single", "parts"],
+        help="single: merged arrays (default); parts: one part per shard group, no merge, no second copy "
+        "(docs/scale.md)",
+    )
+    p.add_argument("--shards-per-part", type=int, default=1, help="--layout parts: shards per part")
+    p.add_argument(
+        "--add", action="store_true", help="--layout parts: append the parts of new shards to DATASET_DIR"
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_encode)
 
@@ -329,6 +340,9 @@ def run_encode(args: argparse.Namespace) -> int:
         resume=args.resume,
         keep_work=args.keep_work,
         progress=not args.no_progress,
+        layout=args.layout,
+        shards_per_part=args.shards_per_part,
+        add=args.add,
     )
     meta = encode(args.shards_dir, args.dataset_dir, cfg)
     if meta is not None:  # None on non-main processes under accelerate

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tld.data.format import CAPTIONS
+from tld.data.format import CAPTIONS, read_captions
+from tld.data.parts import MANIFEST
 from tld.errors import TLDError
 
 _FIRST_WORD = re.compile(r"[a-z]+")
@@ -60,11 +61,15 @@ def caption_repeats(captions: list[str], config: BalanceConfig) -> tuple[np.ndar
 def read_latent_captions(folder: str | os.PathLike, rows: int) -> list[str]:
     """The captions of a latent folder, one per row of its arrays."""
     path = Path(folder) / CAPTIONS
-    if not path.is_file():
+    if (Path(folder) / MANIFEST).is_file():  # a parts dataset: every part's captions, kept rows only
+        frame = read_captions(folder, ["caption"])
+    elif not path.is_file():
         raise TLDError(f"data.balance needs the captions of each row, but {path} does not exist")
-    import pandas as pd
+    else:
+        import pandas as pd
 
-    captions = [str(c) for c in pd.read_parquet(path, columns=["caption"])["caption"].fillna("")]
+        frame = pd.read_parquet(path, columns=["caption"])
+    captions = [str(c) for c in frame["caption"].fillna("")]
     if len(captions) != rows:
         raise TLDError(f"{path} has {len(captions)} captions for {rows} latent rows")
     return captions

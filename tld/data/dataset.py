@@ -16,7 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tld.data.format import LABELS, LatentArrays, first_nonfinite_row, open_latent_dataset
+from tld.data.format import LABELS, LATENTS, TEXT_EMB, LatentArrays, open_latent_dataset
+from tld.data.parts import PartedArray
+from tld.data.shuffle import epoch_permutation
 from tld.errors import TLDError
 
 
@@ -70,28 +72,40 @@ class LatentDataset:
                 f"data.text='tokens' but {folder} holds pooled text embeddings {self.arrays.text_emb.shape}"
             )
         self.tokens = stored_tokens if text == "auto" else text == "tokens"
-        self.labels = self._load_labels(Path(folder)) if condition == "class" else None
-        if check_finite:
-            self._check_finite()
+        self.labels = self._load_labels(self.arrays.folder) if condition == "class" else None
+        # Values were checked when the parts were written (opening refuses a part recorded with
+        # NaN/Inf); here each batch is checked as it is read, so start-up reads no array data.
+        self.check_finite = check_finite
 
-    def _load_labels(self, folder: Path) -> np.ndarray:
+    def _load_labels(self, folder: Path) -> np.ndarray | PartedArray:
+        parts = self.arrays.parts
+        if parts is not None:
+            if not parts or any(LABELS not in p.arrays for p in parts):
+                raise TLDError(f"data.condition='class' needs {LABELS} in every part of {folder}")
+            self._label_max = max(int(p.label_max if p.label_max is not None else -1) for p in parts)
+            return PartedArray(folder, parts, LABELS, self.arrays.latents.opener)
         path = folder / LABELS
         if not path.is_file():
             raise TLDError(f"data.condition='class' needs {path} ((N,) integer class labels)")
         labels = np.load(path, allow_pickle=False)
         if labels.shape != (len(self),) or not np.issubdtype(labels.dtype, np.integer):
             raise TLDError(f"{path} must be ({len(self)},) integers, got {labels.shape} {labels.dtype}")
+        self._label_max = int(labels.max()) if len(labels) else -1
         return labels
 
-    def _check_finite(self) -> None:
-        # uint8 latents cannot hold NaN; float ones (and every embedding) must be scanned.
-        named = [("text_emb.npy", self.arrays.text_emb)]
-        if self.arrays.latents.dtype.kind == "f":
-            named.insert(0, ("latents.npy", self.arrays.latents))
-        for name, array in named:
-            bad = first_nonfinite_row(array)
-            if bad is not None:
-                raise TLDError(f"{self.arrays.folder / name} has NaN/Inf values, first at row {bad}")
+    def _check_batch(self, name: str, rows: np.ndarray, values: np.ndarray) -> None:
+        """One-line TLDError naming the file (part) and row of the first NaN/Inf in a batch just read."""
+        bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+        if not bad.any():
+            return
+        row = int(rows[bad].min())
+        array = self.arrays.latents if name == LATENTS else self.arrays.text_emb
+        if isinstance(array, PartedArray):
+            part, local = array.locate(np.array([row]))
+            where, row = array.part_folder(int(part[0])) / name, int(local[0])
+        else:
+            where = self.arrays.folder / name
+        raise TLDError(f"{where} has NaN/Inf values, first at row {row}")
 
     def __len__(self) -> int:
         return len(self.arrays)
@@ -106,7 +120,7 @@ class LatentDataset:
 
     @property
     def num_classes(self) -> int:
-        return int(self.labels.max()) + 1 if self.labels is not None else 0
+        return self._label_max + 1 if self.labels is not None else 0
 
     def text_condition(
         self, emb: np.ndarray, mask: np.ndarray | None
@@ -120,17 +134,23 @@ class LatentDataset:
     def get(self, indices: np.ndarray, flip: np.ndarray | None = None) -> Batch:
         # Sorted reads keep a memmap sequential; `inverse` restores the requested order.
         order, inverse = np.unique(indices, return_inverse=True)
-        latents = self.arrays.latent(order)[inverse]
+        latents = self.arrays.latent(order)
+        if self.check_finite and self.arrays.latents.dtype.kind == "f":
+            self._check_batch(LATENTS, order, latents)
+        latents = latents[inverse]
         if flip is not None and flip.any():
             latents[flip] = latents[flip, :, :, ::-1]
         text_emb = text_mask = labels = None
         if self.condition == "text":
             mask = None if self.arrays.text_mask is None else self.arrays.text_mask[order][inverse]
-            emb, mask = self.text_condition(self.arrays.text_emb[order][inverse], mask)
+            stored = self.arrays.text_emb[order]
+            if self.check_finite:
+                self._check_batch(TEXT_EMB, order, stored)
+            emb, mask = self.text_condition(stored[inverse], mask)
             text_emb = torch.from_numpy(np.ascontiguousarray(emb))
             text_mask = None if mask is None else torch.from_numpy(np.ascontiguousarray(mask))
         elif self.condition == "class":
-            labels = torch.from_numpy(self.labels[indices].astype(np.int64))
+            labels = torch.from_numpy(np.asarray(self.labels[indices]).astype(np.int64))
         return Batch(torch.from_numpy(np.ascontiguousarray(latents)), text_emb, text_mask, labels)
 
 
@@ -176,7 +196,12 @@ class StepBatches(Dataset):
     def _permutation(self, epoch: int) -> np.ndarray:
         if epoch != self._epoch:
             rng = np.random.default_rng(derive_seed(self.seed, 0xDA7A, epoch))
-            perm = rng.permutation(self.epoch_size)
+            # With repeats the rows table is O(rows) already; without, large epochs use O(1) memory.
+            perm = (
+                rng.permutation(self.epoch_size)
+                if self._rows is not None
+                else epoch_permutation(rng, self.epoch_size)
+            )
             self._epoch, self._perm = epoch, perm if self._rows is None else self._rows[perm]
         return self._perm
 
@@ -188,7 +213,7 @@ class StepBatches(Dataset):
         out = np.empty_like(positions)
         for epoch in np.unique(positions // n):
             sel = positions // n == epoch
-            out[sel] = self._permutation(int(epoch))[positions[sel] % n]
+            out[sel] = self._permutation(int(epoch))[positions[sel] % n]  # an array or a Feistel map
         return out
 
     def __getitem__(self, k: int) -> Batch:

@@ -13,6 +13,9 @@ A dataset is a folder holding
 
 All arrays are plain .npy files so they can be memory-mapped (`np.load(..., mmap_mode="r")`): a
 dataset of a million latents never has to fit in RAM.
+
+With layout="parts" (tld/data/parts.py) the per-row files live in parts/<name>/ folders listed by
+parts.json, and the arrays opened here are `PartedArray`s: one lazily mapped .npy per part.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from typing import Any
 import numpy as np
 
 from tld.common import write_json_atomic
+from tld.data.parts import PartedArray, PartIndex, random_access, read_manifest
+from tld.data.storage import RemoteDataset, is_remote
 from tld.errors import TLDError, from_dict
 
 LATENTS = "latents.npy"
@@ -59,6 +64,7 @@ class DatasetMeta:
     source: str = ""
     license: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    layout: str = "single"  # "single": the arrays above; "parts": parts.json lists parts (tld/data/parts.py)
     format: str = FORMAT_NAME
     version: int = FORMAT_VERSION
 
@@ -150,11 +156,12 @@ class LatentArrays:
 
     folder: Path
     meta: DatasetMeta
-    latents: np.ndarray
-    text_emb: np.ndarray
-    text_mask: np.ndarray | None
+    latents: Any  # np.ndarray (memmap) or PartedArray
+    text_emb: Any
+    text_mask: Any | None
     val_text_emb: np.ndarray | None
     val_prompts: list[str] | None
+    parts: list[PartIndex] | None = None  # layout="parts": the manifest
 
     def __len__(self) -> int:
         return int(self.latents.shape[0])
@@ -169,17 +176,27 @@ class LatentArrays:
 
 def _load_array(path: Path, mmap: bool) -> np.ndarray:
     try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        return random_access(array) if mmap else array
     except (ValueError, OSError) as exc:
         raise TLDError(f"cannot read {path}: {exc}") from None
 
 
 def open_latent_dataset(folder: str | os.PathLike, mmap: bool = True) -> LatentArrays:
-    """Open and validate a dataset folder; every mismatch is a one-line TLDError."""
+    """Open and validate a dataset folder or URL (tld/data/storage.py); every mismatch is a one-line TLDError."""
+    if is_remote(folder):
+        remote = RemoteDataset(str(folder))
+        root = remote.fetch_small()
+        meta = read_meta(root)
+        if meta.layout == "parts":
+            return _open_parts(root, meta, remote.part)
+        folder = remote.single()
     root = Path(folder)
     if not root.is_dir():
         raise TLDError(f"dataset folder {root} does not exist")
     meta = read_meta(root)
+    if meta.layout == "parts":
+        return _open_parts(root, meta)
     missing = [name for name in (LATENTS, TEXT_EMB) if not (root / name).is_file()]
     if missing:
         raise TLDError(f"dataset {root} is missing {', '.join(missing)}")
@@ -214,6 +231,11 @@ def open_latent_dataset(folder: str | os.PathLike, mmap: bool = True) -> LatentA
             raise TLDError(
                 f"text_mask.npy shape {text_mask.shape} does not match text_emb {text_emb.shape[:2]}"
             )
+    val_emb, val_prompts = _validation_files(root)
+    return LatentArrays(root, meta, latents, text_emb, text_mask, val_emb, val_prompts)
+
+
+def _validation_files(root: Path) -> tuple[np.ndarray | None, list[str] | None]:
     val_emb = _load_array(root / VAL_TEXT_EMB, mmap=False) if (root / VAL_TEXT_EMB).is_file() else None
     val_prompts = None
     if (root / VAL_PROMPTS).is_file():
@@ -222,7 +244,48 @@ def open_latent_dataset(folder: str | os.PathLike, mmap: bool = True) -> LatentA
         raise TLDError(
             f"{VAL_PROMPTS} has {len(val_prompts)} prompts but {VAL_TEXT_EMB} has {val_emb.shape[0]} rows"
         )
-    return LatentArrays(root, meta, latents, text_emb, text_mask, val_emb, val_prompts)
+    return val_emb, val_prompts
+
+
+def _check_part(root: Path, meta: DatasetMeta, part: PartIndex) -> None:
+    """A part's index against meta.json: the arrays it must have, their rows, shapes and dtypes."""
+    need = [LATENTS, TEXT_EMB] + ([TEXT_MASK] if meta.text_tokens else [])
+    missing = [f for f in need if f not in part.arrays]
+    if missing:
+        raise TLDError(f"part {part.name} of {root} lists no {', '.join(missing)}")
+    lat, emb = part.arrays[LATENTS], part.arrays[TEXT_EMB]
+    if lat["shape"][1:] != list(meta.latent_shape) or lat["dtype"] != meta.latent_dtype:
+        raise TLDError(
+            f"part {part.name} of {root} holds {lat['dtype']} latents of shape {lat['shape'][1:]} but "
+            f"meta.json says {meta.latent_dtype} {meta.latent_shape}"
+        )
+    if any(a["shape"][0] != part.rows for a in part.arrays.values()) or lat["shape"][0] != emb["shape"][0]:
+        raise TLDError(f"part {part.name} of {root}: its arrays do not all have {part.rows} rows")
+    if part.nonfinite is not None:
+        bad = part.nonfinite
+        raise TLDError(
+            f"{root}/parts/{part.name}/{bad['file']} has NaN/Inf values, first at row {bad['row']}"
+        )
+
+
+def _open_parts(root: Path, meta: DatasetMeta, opener: Any = None) -> LatentArrays:
+    """A parts dataset from its manifest alone: no array data is read here (O(parts), not O(rows))."""
+    parts = [p for p in read_manifest(root) if any(b > a for a, b in p.kept_ranges())]
+    if meta.latent_dtype == "uint8" and not meta.latent_clip:
+        raise TLDError("uint8 latents need latent_clip in meta.json")
+    for part in parts:
+        _check_part(root, meta, part)
+    total = sum(b - a for p in parts for a, b in p.kept_ranges())
+    if total != meta.count:
+        raise TLDError(f"the parts of {root} hold {total} training rows but meta.json count is {meta.count}")
+    if not parts:
+        empty = np.zeros((0, *meta.latent_shape), dtype=meta.latent_dtype)
+        return LatentArrays(root, meta, empty, np.zeros((0, meta.text_dim), np.float16), None, None, None, [])
+    latents = PartedArray(root, parts, LATENTS, opener)
+    text_emb = PartedArray(root, parts, TEXT_EMB, opener)
+    text_mask = PartedArray(root, parts, TEXT_MASK, opener) if TEXT_MASK in parts[0].arrays else None
+    val_emb, val_prompts = _validation_files(root)
+    return LatentArrays(root, meta, latents, text_emb, text_mask, val_emb, val_prompts, parts)
 
 
 def first_nonfinite_row(array: np.ndarray, chunk: int = 4096) -> int | None:
@@ -233,3 +296,24 @@ def first_nonfinite_row(array: np.ndarray, chunk: int = 4096) -> int | None:
         if bad.any():
             return start + int(np.argmax(bad))
     return None
+
+
+def read_captions(folder: str | os.PathLike, columns: list[str] | None = None) -> Any:
+    """captions.parquet as one DataFrame aligned with the rows (a parts dataset: its kept rows, in order)."""
+    import pandas as pd
+
+    root = Path(folder)
+    meta = read_meta(root)
+    if meta.layout != "parts":
+        path = root / CAPTIONS
+        if not path.is_file():
+            raise TLDError(f"{path} does not exist")
+        return pd.read_parquet(path, columns=columns)
+    frames = []
+    for part in read_manifest(root):
+        path = root / "parts" / part.name / CAPTIONS
+        if not path.is_file():
+            raise TLDError(f"{path} does not exist")
+        frame = pd.read_parquet(path, columns=columns)
+        frames += [frame.iloc[a:b] for a, b in part.kept_ranges()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)

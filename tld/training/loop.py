@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
@@ -251,6 +252,11 @@ def train(config: TrainConfig | dict | str) -> TrainResult:
     images_per_step = config.batch_size * config.optim.grad_accum * acc.num_processes
     losses: list[float] = []
     last_ckpt = ckpt.latest_checkpoint(ckpt.run_checkpoints(out_dir))
+    it = iter(_batches(run))  # draws a base seed from the global RNG, so it comes before the restore
+    if saved is not None:
+        ckpt.restore_rng(saved["rng"])
+    if run.step < config.steps:  # the first batch is read (and its values checked) before the bar shows
+        it = itertools.chain([next(it)], it)
     bar = tqdm(
         total=config.steps,
         initial=run.step,
@@ -258,9 +264,6 @@ def train(config: TrainConfig | dict | str) -> TrainResult:
         desc="train",
     )
     log = _LogWindow(run.step)
-    it = iter(_batches(run))  # draws a base seed from the global RNG, so it comes before the restore
-    if saved is not None:
-        ckpt.restore_rng(saved["rng"])
     first_step = run.step
     while run.step < config.steps:
         value = _optimizer_step(run, it, run.step == first_step)
