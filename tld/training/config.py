@@ -115,7 +115,7 @@ class SampleConfig:
     every: int = 1000  # 0 disables sample grids
     steps: int = 10
     sampler: str = "dpmpp_2m"
-    schedule: str = "tld"
+    schedule: str | None = None  # None: the parameterization's own (tld for tld, karras otherwise)
     cfg: float = 4.0
     seed: int = 0
     num: int = 8  # at most this many validation prompts
