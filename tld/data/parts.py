@@ -56,17 +56,35 @@ class PartIndex:
         return from_dict(cls, d, "part index keys")
 
 
+def _read_header(f: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(f)
+    return np.lib.format.read_array_header_2_0(f)
+
+
 def header_checksum(path: Path) -> str:
     """sha256 (16 hex digits) of a .npy file's magic + header: its shape, dtype and order."""
     with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            np.lib.format.read_array_header_1_0(f)
-        else:
-            np.lib.format.read_array_header_2_0(f)
+        _read_header(f)
         size = f.tell()
         f.seek(0)
         return hashlib.sha256(f.read(size)).hexdigest()[:16]
+
+
+def map_checked(path: Path, checksum: str) -> np.ndarray | None:
+    """The .npy at path memory-mapped (random access), or None when its header checksum differs."""
+    with open(path, "rb") as f:
+        shape, fortran, dtype = _read_header(f)
+        offset = f.tell()
+        f.seek(0)
+        if hashlib.sha256(f.read(offset)).hexdigest()[:16] != checksum:
+            return None
+    if not int(np.prod(shape)):
+        return np.empty(shape, dtype=dtype)
+    order = "F" if fortran else "C"
+    mapped = np.memmap(path, dtype=dtype, mode="r", shape=shape, order=order, offset=offset)
+    return random_access(mapped).view(np.ndarray)  # a plain view: cheaper to index than a memmap
 
 
 def first_nonfinite(array: np.ndarray) -> int | None:
@@ -187,9 +205,10 @@ class PartedArray:
             want = self.parts[i].arrays[self.file]
             if not path.is_file():
                 raise TLDError(f"part {self.parts[i].name} of {self.root} is missing {self.file}")
-            if header_checksum(path) != want["header"]:
+            mapped = map_checked(path, want["header"])
+            if mapped is None:
                 raise TLDError(f"{path} does not match its part index (header checksum); re-encode the part")
-            self._maps[i] = random_access(np.load(path, mmap_mode="r", allow_pickle=False))
+            self._maps[i] = mapped
         return self._maps[i]
 
     def locate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
