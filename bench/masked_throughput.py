@@ -3,8 +3,8 @@
     OMP_NUM_THREADS=1 python bench/masked_throughput.py                      # the Fashion-MNIST model
     OMP_NUM_THREADS=1 python bench/masked_throughput.py --preset emoji       # the emoji demo's shape
 
-Each step is the trainer's own (`micro_batch_loss` with `mask.ratio`, backward, AdamW) under bf16
-autocast as configs/fashion_mnist.yaml trains. Ratios take turns round by round and the time is
+Each step is the trainer's own (`micro_batch_loss` with `mask.ratio`, backward, AdamW) in fp32
+(`--bf16`: under bf16 autocast). Ratios take turns round by round and the time is
 process CPU time (single-threaded), so background load hits every ratio alike. The last column is
 what the 2500-step budget of bench/ablations_fashion.sh buys at that ratio.
 """
@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.5, 0.75])
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--budget-steps", type=int, default=2500)
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (slower than fp32 on some CPUs)")
     args = ap.parse_args()
     shape = SHAPES[args.preset]
     cfg = DenoiserConfig(**shape["cfg"])
@@ -70,7 +71,7 @@ def main() -> None:
         gen = torch.Generator().manual_seed(0)
 
         def step(net=net, config=config, opt=opt, gen=gen) -> None:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
                 loss = micro_batch_loss(net, param, density, batch, gen, config)
             loss.backward()
             opt.step()
