@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -123,6 +124,43 @@ def download(
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     os.environ.setdefault("WANDB_MODE", "disabled")
+    spark = spark_session(cfg.processes) if cfg.distributor == "pyspark" else None
+    try:
+        _run_img2dataset(url_table, out, cfg)
+    finally:
+        if spark is not None:
+            spark.stop()
+    write_source_info(
+        out, {"source": f"img2dataset:{Path(table).name}", "license": "", "download": cfg.to_dict()}
+    )
+    return summarize_stats(out)
+
+
+def spark_session(processes: int):
+    """For distributor='pyspark': None when a Spark session is active (a cluster's: img2dataset uses
+    it), else a new local[processes] session, light and offline (no UI), for the caller to stop."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise TLDError("--distributor pyspark needs pyspark (pip install pyspark) and Java 17+") from None
+    if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+        raise TLDError("--distributor pyspark needs Java 17+ (Debian: apt-get install default-jre-headless)")
+    if SparkSession.getActiveSession() is not None:
+        return None
+    builder = SparkSession.builder.master(f"local[{max(1, processes)}]").appName("tld-download")
+    # The Python workers must be this interpreter (it has img2dataset), not the PATH's python3.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    settings = {
+        "spark.ui.enabled": "false",
+        "spark.driver.memory": "2g",
+        "spark.pyspark.python": sys.executable,
+    }
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
+def _run_img2dataset(url_table: Path, out: Path, cfg: DownloadConfig) -> None:
     from img2dataset import download as img2dataset_download  # heavy import: only when downloading
 
     img2dataset_download(
@@ -147,7 +185,3 @@ def download(
         compute_hash=None,
         # Our own test servers and many CDNs send no X-Robots-Tag; honouring it stays the default.
     )
-    write_source_info(
-        out, {"source": f"img2dataset:{Path(table).name}", "license": "", "download": cfg.to_dict()}
-    )
-    return summarize_stats(out)

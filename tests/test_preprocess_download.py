@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import io
+import shutil
 import threading
 from pathlib import Path
 
@@ -211,3 +212,34 @@ def test_encode_downloaded_shards(downloaded, tmp_path, tiny_vae_dir, tiny_clip_
     )
     z = VAE.from_pretrained(tiny_vae_dir).encode(pil_to_tensor([load_image(image)]))[0].numpy()
     assert np.abs(ds.latent(row) - z).max() <= 4.0 / 255 + 1e-4  # within half a uint8 step (clip 4)
+
+
+@pytest.mark.skipif(
+    shutil.which("java") is None, reason="Spark needs Java (.ci/test installs default-jre-headless)"
+)
+def test_pyspark_distributor_runs_on_a_local_spark_session(site, downloaded, tmp_path):
+    pytest.importorskip("pyspark")
+    table = tmp_path / "urls.tsv"
+    rows = [(u, c) for u, c in site if "flaky" not in u]  # the flaky files were served in the fixture
+    pd.DataFrame({"link": [u for u, _ in rows], "text": [c for _, c in rows]}).to_csv(
+        table, sep="\t", index=False
+    )
+    argv = ["preprocess", "download", str(table), str(tmp_path / "shards"), "--url-col", "link"]
+    argv += ["--caption-col", "text", "--image-size", "32", "--samples-per-shard", "8", "--threads", "4"]
+    assert main([*argv, "--processes", "2", "--distributor", "pyspark"]) == 0
+    summary = summarize_stats(tmp_path / "shards")
+    assert (summary.count, summary.successes, summary.shards) == (28, N_GOOD + 3, 4)
+    assert summary.failures == {"HTTP Error 404: File not found": 3, "Image decoding error": 2}
+    mp = {s["caption"]: s["image"] for p in list_shards(downloaded[1]) for s in iter_shard(p) if s["image"]}
+    spark = {
+        s["caption"]: s["image"]
+        for p in list_shards(tmp_path / "shards")
+        for s in iter_shard(p)
+        if s["image"]
+    }
+    assert (
+        spark == {c: mp[c] for c in spark} and len(spark) == N_GOOD + 3
+    )  # the same bytes as multiprocessing
+    from pyspark.sql import SparkSession
+
+    assert SparkSession.getActiveSession() is None  # the session it started is stopped
