@@ -224,3 +224,13 @@ def test_two_processes_write_the_parts_of_one(shards, cfg, tmp_path, tiny_vae_di
     np.testing.assert_allclose(
         two.text_emb[rows].astype(np.float32), one.text_emb[rows].astype(np.float32), atol=2e-3
     )
+
+
+def test_the_trainer_runs_on_a_parts_dataset(tmp_path):
+    from tld.cli import main
+
+    folder = write_parts(tmp_path / "ds", sizes=(40, 30, 50))
+    args = [f"data.path={folder}", "model_preset=tiny", "tracker=none", "steps=3", "batch_size=8"]
+    args += [f"output_dir={tmp_path / 'run'}", "progress=false", "sample.every=0", "checkpoint_every=0"]
+    assert main(["train", *[x for a in args for x in ("--set", a)]]) == 0
+    assert (tmp_path / "run/checkpoints/step_3").is_dir()
