@@ -38,7 +38,7 @@ run() {
   local name=$1 dir=$OUT/$1
   mkdir -p "$dir"
   eval "\"$TLD\" train --config configs/fashion_mnist.yaml --set resume=auto --set output_dir=$dir \
-    --set mixed_precision=no --set sample.every=0 --set tracker=none --set progress=false ${RUNS[$name]} --export $dir/model"
+    --set \"mixed_precision='no'\" --set sample.every=0 --set tracker=none --set progress=false ${RUNS[$name]} --export $dir/model"
   for cfg in 3 1.5; do
     [ -f "$dir/eval_cfg$cfg/results.csv" ] || "$TLD" eval sweep --model "$dir/model" --data "$RUN/shards/test" \
       -n 2000 --real-n 10000 --extractor classifier --classifier "$RUN/classifier" --batch-size 100 \
