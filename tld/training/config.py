@@ -29,7 +29,7 @@ class DataConfig:
     text: str = "auto"  # "auto" | "pooled" | "tokens": which text embedding the model sees
     flip: bool = False  # random horizontal flips of the latents
     num_workers: int = 0
-    check_finite: bool = True  # scan latents/embeddings for NaN/Inf at start (chunked, memmap-friendly)
+    check_finite: bool = True  # check each batch for NaN/Inf as it is read (parts were checked at encode)
     # repeat rows whose caption starts with a rare word (e.g. colour words), see tld/data/balance.py
     balance: BalanceConfig = field(default_factory=BalanceConfig)
 
