@@ -21,7 +21,7 @@ from PIL import Image
 
 from tld.common import first_line, write_json_atomic
 from tld.encoders.images import to_rgb
-from tld.errors import TLDError
+from tld.errors import TLDError, check_int
 
 SOURCE_INFO = "tld-source.meta"
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -83,8 +83,7 @@ def write_shards(
 
     if image_format not in ("jpg", "png", "webp"):
         raise TLDError(f"image format must be jpg, png or webp, got {image_format!r}")
-    if isinstance(samples_per_shard, bool) or not isinstance(samples_per_shard, int) or samples_per_shard < 1:
-        raise TLDError(f"samples per shard must be an integer >= 1, got {samples_per_shard!r}")
+    check_int(samples_per_shard, "samples per shard", 1)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     count, shard, writer, tmp = 0, -1, None, None
@@ -221,8 +220,7 @@ def sample_shards(
 
     from tld.encoders.images import load_image
 
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise TLDError(f"n must be an integer >= 1, got {n!r}")
+    check_int(n, "n", 1)
     shards = list_shards(src)
     out = Path(out)
     if out.exists() and any(out.glob("*.tar")):

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from tld.errors import TLDError
+from tld.errors import TLDError, check_int
 
 T = TypeVar("T")
 
@@ -30,9 +30,7 @@ class ModelWorker:
     """Runs callables on a single thread, FIFO, with at most `max_pending` waiting or running."""
 
     def __init__(self, max_pending: int = 64):
-        if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
-            raise TLDError(f"max_pending must be an integer >= 1, got {max_pending!r}")
-        self.max_pending = max_pending
+        self.max_pending = check_int(max_pending, "max_pending", 1)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tld-model")
         self._lock = threading.Lock()
         self._pending = 0
