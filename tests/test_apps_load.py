@@ -83,7 +83,9 @@ def test_mixed_load_keeps_the_server_healthy_and_bounded(tmp_path, tiny_vae_dir,
         before = rss_mb()
         results = asyncio.run(mixed_load(live.url))
         grown = rss_mb() - before
-        assert set(results["good"]) <= {200, 503} and results["good"].count(200) >= 8, results["good"]
+        # How many of the 16 find a free slot depends on the machine's speed (8 slots, abandoned
+        # requests hold theirs until the disconnect is seen): every one is answered, some served.
+        assert set(results["good"]) <= {200, 503} and 200 in results["good"], results["good"]
         assert set(results["abandoned"]) <= {200, 503, "gave up"}, results["abandoned"]
         assert results["oversize"] == [413] * 4 and results["anonymous"] == [401] * 4
         assert results["health"] and set(results["health"]) == {200}
@@ -94,4 +96,8 @@ def test_mixed_load_keeps_the_server_healthy_and_bounded(tmp_path, tiny_vae_dir,
             time.sleep(0.05)
             health = httpx.get(f"{live.url}/health", timeout=10).json()
         assert health["pending"] == 0, health
+        after = httpx.post(
+            f"{live.url}/generate", json={"prompt": "after", "steps": 2}, headers=AUTH, timeout=60
+        )
+        assert after.status_code == 200  # no slot is left held by a client that went away
         assert grown < 300, f"RSS grew by {grown:.0f} MB"

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tld.errors import TLDError
+from tld.generation.settings import default_schedule
 from tld.model.files import CONFIG_NAME, read_config_json, update_config_json
 from tld.training import checkpoint as ckpt
 
@@ -54,7 +55,11 @@ def sampling_defaults(train_cfg: dict[str, Any]) -> dict[str, Any]:
             return dict(inherited)
     sample = train_cfg.get("sample") or {}
     names = ("cfg", "steps", "sampler", "schedule")
-    return {name: sample[name] for name in names if sample.get(name) is not None}
+    out = {name: sample[name] for name in names if sample.get(name) is not None}
+    if "schedule" not in out:  # the grids' default: the parameterization's own schedule, written down
+        param = ((train_cfg.get("diffusion") or {}).get("parameterization") or {}).get("name", "tld")
+        out["schedule"] = default_schedule(param)
+    return out
 
 
 def export_checkpoint(
