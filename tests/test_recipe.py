@@ -47,6 +47,29 @@ def tiny_recipe(tmp_path) -> EmojiRecipe:
     )  # fmt: skip
 
 
+def _check_shipped(r, summary: dict, shipped) -> None:
+    """The fp16 bundle: its sampling defaults are the colour table's guidance, its card says so, it loads."""
+    weights = load_file(str(shipped / "denoiser.safetensors"))
+    assert all(
+        v.dtype.is_floating_point is False or str(v.dtype) == "torch.float16" for v in weights.values()
+    )
+    # The guidance the colour table was measured with is the bundle's default, schedule included.
+    sampling = json.loads((shipped / "config.json").read_text())["sampling"]
+    assert sampling["cfg"] == summary["cfg"] == r.eval_cfg
+    assert sampling["cfg_schedule"] == summary["cfg_schedule"] == r.eval_cfg_schedule
+    card = (shipped / "README.md").read_text()
+    assert (
+        f"cfg {r.eval_cfg:g}, {r.eval_cfg_schedule[0][1]:g} while sigma >= {r.eval_cfg_schedule[0][0]:g}"
+        in card
+    )
+    assert "CC BY-SA 4.0" in card and "Test Author" in card and "tld recipe emoji" in card
+    assert "Held-out reconstruction PSNR" in card and " nan " not in card
+    pipe = TLDPipeline.from_pretrained(str(shipped))
+    assert pipe.sampling.cfg_schedule == r.eval_cfg_schedule
+    image = np.asarray(pipe("red heart", steps=4, seed=0)[0])
+    assert image.shape == (16, 16, 3) and image.std() > 0
+
+
 def test_recipe_runs_resumes_and_ships(tmp_path, capsys, monkeypatch):
     r = tiny_recipe(tmp_path)
     real_save = ckpt.save_checkpoint
@@ -88,23 +111,7 @@ def test_recipe_runs_resumes_and_ships(tmp_path, capsys, monkeypatch):
     assert 0.0 <= summary["overall"] <= 1.0
     # The ceiling is measured on the data: the tiny set's one "red heart" is classed red.
     assert summary["real"]["per_colour"]["red"] == 1.0 and summary["real"]["images"] == 1
-    shipped = tmp_path / "shipped"
-    weights = load_file(str(shipped / "denoiser.safetensors"))
-    assert all(
-        v.dtype.is_floating_point is False or str(v.dtype) == "torch.float16" for v in weights.values()
-    )
-    # The guidance the colour table was measured with is the bundle's default, schedule included.
-    sampling = json.loads((shipped / "config.json").read_text())["sampling"]
-    assert sampling["cfg"] == summary["cfg"] == r.eval_cfg
-    assert sampling["cfg_schedule"] == summary["cfg_schedule"] == r.eval_cfg_schedule
-    card = (shipped / "README.md").read_text()
-    assert f"cfg {r.eval_cfg:g}, {r.eval_cfg_schedule[0][1]:g} while sigma >= {r.eval_cfg_schedule[0][0]:g}" in card
-    assert "CC BY-SA 4.0" in card and "Test Author" in card and "tld recipe emoji" in card
-    assert "Held-out reconstruction PSNR" in card and " nan " not in card
-    pipe = TLDPipeline.from_pretrained(str(shipped))
-    assert pipe.sampling.cfg_schedule == r.eval_cfg_schedule
-    image = np.asarray(pipe("red heart", steps=4, seed=0)[0])
-    assert image.shape == (16, 16, 3) and image.std() > 0
+    _check_shipped(r, summary, tmp_path / "shipped")
 
     timings = json.loads((r.out / "timings.json").read_text())
     assert set(timings) == {"data", "vae", "encode", "train", "export", "eval"}
@@ -122,7 +129,9 @@ def test_recipe_runs_resumes_and_ships(tmp_path, capsys, monkeypatch):
     card2 = (tmp_path / "shipped2" / "README.md").read_text()
     record = json.loads((r2.vae / "tld_vae.json").read_text())
     assert f"**{record['val']['psnr']:.2f} dB**" in card2
-    assert f"Trained {record['training']['steps']} steps of {record['training']['batch_size']} images" in card2
+    assert (
+        f"Trained {record['training']['steps']} steps of {record['training']['batch_size']} images" in card2
+    )
 
 
 def test_card_states_a_missing_vae_record_instead_of_nan():
