@@ -187,13 +187,11 @@ def micro_batch_loss(
         drop_cond=drop,
     )
     if check:
-        inner = getattr(net, "_orig_mod", net)  # torch.compile keeps the module there
-        check_inputs(getattr(inner, "module", inner).config, net_input, inp.c_noise, **cond)
+        check_inputs(_denoiser_config(net), net_input, inp.c_noise, **cond)
     keep, pixel_mask = None, None
     m = config.mask
     if m.ratio > 0 and step < m.until * config.steps:
-        inner = getattr(net, "_orig_mod", net)
-        patch = getattr(inner, "module", inner).config.patch_size
+        patch = _denoiser_config(net).patch_size
         keep, cells = token_mask(b, x0.shape[-2] // patch, x0.shape[-1] // patch, m.ratio, generator)
         keep, pixel_mask = keep.to(device), cells.repeat_interleave(patch, -2).repeat_interleave(patch, -1)
         out = net(net_input, inp.c_noise, keep=keep, **cond)
@@ -201,6 +199,12 @@ def micro_batch_loss(
         out = net(net_input, inp.c_noise, **cond)
     mask = None if pixel_mask is None else pixel_mask[:, None].to(device)
     return param.loss(out.float(), inp.target.float(), inp.weight, mask).mean()
+
+
+def _denoiser_config(net: nn.Module):
+    """The Denoiser's config under torch.compile (`_orig_mod`) and DDP (`module`) wrappers."""
+    inner = getattr(net, "_orig_mod", net)
+    return getattr(inner, "module", inner).config
 
 
 def token_mask(
