@@ -9,13 +9,16 @@ sampler state, and any number of DataLoader workers gives the same batches.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from tld.data.buckets import BucketRows, BucketSchedule
 from tld.data.format import LABELS, LATENTS, TEXT_EMB, LatentArrays, open_latent_dataset
 from tld.data.parts import PartedArray
 from tld.data.shuffle import epoch_permutation
@@ -115,6 +118,19 @@ class LatentDataset:
         return tuple(int(s) for s in self.arrays.latents.shape[1:])  # type: ignore[return-value]
 
     @property
+    def bucket_shapes(self) -> list[tuple[int, int, int]]:
+        """The latent shapes of the dataset's aspect-ratio buckets, first = latent_shape (one without)."""
+        buckets = self.arrays.meta.buckets
+        return [tuple(int(s) for s in b["latent_shape"]) for b in buckets] if buckets else [self.latent_shape]
+
+    def buckets(self) -> BucketRows | None:
+        """The rows of each latent shape when more than one shape has rows (None: one shape)."""
+        if self.arrays.meta.buckets is None:
+            return None
+        rows = BucketRows(self.arrays.latents, self.bucket_shapes)
+        return rows if sum(rows.count(b) > 0 for b in range(len(rows.shapes))) > 1 else None
+
+    @property
     def text_dim(self) -> int:
         return int(self.arrays.text_emb.shape[-1])
 
@@ -154,8 +170,39 @@ class LatentDataset:
         return Batch(torch.from_numpy(np.ascontiguousarray(latents)), text_emb, text_mask, labels)
 
 
+class RowStream:
+    """An endless stream of rows: epoch e is a permutation of `n` rows drawn from derive_seed(*key, e).
+
+    `table` lists the stream's dataset rows (balance repeats); `rows` maps stream positions to
+    dataset rows arithmetically (a bucket's rows in the parts); neither: the identity."""
+
+    def __init__(
+        self, n: int, key: tuple[int, ...], table: np.ndarray | None = None, rows: Callable | None = None
+    ):
+        self.n, self.key, self.table, self.rows = n, key, table, rows
+        self._epoch, self._perm = -1, np.empty(0, dtype=np.int64)
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            rng = np.random.default_rng(derive_seed(*self.key, epoch))
+            # With a table the stream is O(rows) already; without, large epochs use O(1) memory.
+            perm = rng.permutation(self.n) if self.table is not None else epoch_permutation(rng, self.n)
+            self._epoch, self._perm = epoch, perm if self.table is None else self.table[perm]
+        return self._perm
+
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        out = np.empty_like(positions)
+        for epoch in np.unique(positions // self.n):
+            sel = positions // self.n == epoch
+            out[sel] = self.permutation(int(epoch))[positions[sel] % self.n]  # an array or a Feistel map
+        return out if self.rows is None else self.rows(out)
+
+
 class StepBatches(Dataset):
-    """Item k is micro-batch k of this process: use with DataLoader(batch_size=None, sampler=range(...))."""
+    """Item k is micro-batch k of this process: use with DataLoader(batch_size=None, sampler=range(...)).
+
+    A dataset with several latent shapes (aspect-ratio buckets) has one stream per shape: micro-batch
+    k takes the next batch of the bucket drawn for k (tld/data/buckets.py), the same on every rank."""
 
     def __init__(
         self,
@@ -171,8 +218,22 @@ class StepBatches(Dataset):
             raise TLDError(f"batch_size must be >= 1, got {batch_size}")
         self.data, self.batch_size, self.seed = data, batch_size, seed
         self.rank, self.world, self.flip = rank, world, flip
-        self._epoch, self._perm = -1, np.empty(0, dtype=np.int64)
-        self._rows = self._epoch_rows(len(data), repeats)
+        rows = self._epoch_rows(len(data), repeats)
+        buckets = data.buckets()
+        if buckets is None:
+            self.streams = [RowStream(len(data) if rows is None else len(rows), (seed, 0xDA7A), rows)]
+            self.schedule = None
+            return
+        self.streams = []
+        for b in range(len(buckets.shapes)):
+            key = (seed, 0xDA7A, 0xB0C7, b)
+            if rows is None:
+                self.streams.append(RowStream(buckets.count(b), key, rows=partial(buckets.rows, b)))
+            else:  # balance repeats: each of the bucket's rows repeated, as a table like the rows'
+                table = buckets.all_rows(b)
+                table = np.repeat(table, np.asarray(repeats)[table])
+                self.streams.append(RowStream(len(table), key, table))
+        self.schedule = BucketSchedule(seed, [s.n for s in self.streams])
 
     @staticmethod
     def _epoch_rows(n: int, repeats: np.ndarray | None) -> np.ndarray | None:
@@ -188,33 +249,23 @@ class StepBatches(Dataset):
 
     @property
     def epoch_size(self) -> int:
-        return len(self.data) if self._rows is None else len(self._rows)
+        return sum(s.n for s in self.streams)
 
     def __len__(self) -> int:
         return 1 << 62  # unbounded: the sampler decides which steps are read
 
     def _permutation(self, epoch: int) -> np.ndarray:
-        if epoch != self._epoch:
-            rng = np.random.default_rng(derive_seed(self.seed, 0xDA7A, epoch))
-            # With repeats the rows table is O(rows) already; without, large epochs use O(1) memory.
-            perm = (
-                rng.permutation(self.epoch_size)
-                if self._rows is not None
-                else epoch_permutation(rng, self.epoch_size)
-            )
-            self._epoch, self._perm = epoch, perm if self._rows is None else self._rows[perm]
-        return self._perm
+        return self.streams[0].permutation(epoch)
+
+    def bucket(self, k: int) -> tuple[int, int]:
+        """(bucket, how many earlier micro-batches drew it) of micro-batch k; (0, k) with one shape."""
+        return (0, k) if self.schedule is None else self.schedule.draw(k)
 
     def indices(self, k: int) -> np.ndarray:
-        """Dataset rows of micro-batch k for this rank: consecutive slices of the global sample stream."""
-        n = self.epoch_size
-        start = (k * self.world + self.rank) * self.batch_size
-        positions = np.arange(start, start + self.batch_size, dtype=np.int64)
-        out = np.empty_like(positions)
-        for epoch in np.unique(positions // n):
-            sel = positions // n == epoch
-            out[sel] = self._permutation(int(epoch))[positions[sel] % n]  # an array or a Feistel map
-        return out
+        """Dataset rows of micro-batch k for this rank: consecutive slices of its bucket's sample stream."""
+        b, r = self.bucket(k)
+        start = (r * self.world + self.rank) * self.batch_size
+        return self.streams[b].take(np.arange(start, start + self.batch_size, dtype=np.int64))
 
     def __getitem__(self, k: int) -> Batch:
         idx = self.indices(k)

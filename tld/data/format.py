@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from tld.common import write_json_atomic
+from tld.data.buckets import check_bucket_parts
 from tld.data.parts import PartedArray, PartIndex, random_access, read_manifest
 from tld.data.storage import RemoteDataset, is_remote
 from tld.errors import TLDError, from_dict
@@ -65,11 +66,17 @@ class DatasetMeta:
     license: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     layout: str = "single"  # "single": the arrays above; "parts": parts.json lists parts (tld/data/parts.py)
+    # layout="parts" only: aspect-ratio buckets, [{"image_size": [H, W], "latent_shape": [C, h, w],
+    # "rows": n}, ...] (tld/data/buckets.py); the first is latent_shape. None: every row is latent_shape.
+    buckets: list[dict[str, Any]] | None = None
     format: str = FORMAT_NAME
     version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["buckets"] is None:  # datasets of one shape stay byte-for-byte what earlier versions wrote
+            del d["buckets"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DatasetMeta:
@@ -197,6 +204,8 @@ def open_latent_dataset(folder: str | os.PathLike, mmap: bool = True) -> LatentA
     meta = read_meta(root)
     if meta.layout == "parts":
         return _open_parts(root, meta)
+    if meta.buckets is not None:
+        raise TLDError(f"meta.json of {root} lists buckets, which need layout 'parts'")
     missing = [name for name in (LATENTS, TEXT_EMB) if not (root / name).is_file()]
     if missing:
         raise TLDError(f"dataset {root} is missing {', '.join(missing)}")
@@ -254,10 +263,12 @@ def _check_part(root: Path, meta: DatasetMeta, part: PartIndex) -> None:
     if missing:
         raise TLDError(f"part {part.name} of {root} lists no {', '.join(missing)}")
     lat, emb = part.arrays[LATENTS], part.arrays[TEXT_EMB]
-    if lat["shape"][1:] != list(meta.latent_shape) or lat["dtype"] != meta.latent_dtype:
+    shapes = [list(b.get("latent_shape") or []) for b in meta.buckets or [{"latent_shape": meta.latent_shape}]]
+    if lat["shape"][1:] not in shapes or lat["dtype"] != meta.latent_dtype:
+        said = f"{meta.latent_dtype} {shapes[0] if len(shapes) == 1 else shapes}"
         raise TLDError(
             f"part {part.name} of {root} holds {lat['dtype']} latents of shape {lat['shape'][1:]} but "
-            f"meta.json says {meta.latent_dtype} {meta.latent_shape}"
+            f"meta.json says {said}"
         )
     if any(a["shape"][0] != part.rows for a in part.arrays.values()) or lat["shape"][0] != emb["shape"][0]:
         raise TLDError(f"part {part.name} of {root}: its arrays do not all have {part.rows} rows")
@@ -275,13 +286,15 @@ def _open_parts(root: Path, meta: DatasetMeta, opener: Any = None) -> LatentArra
         raise TLDError("uint8 latents need latent_clip in meta.json")
     for part in parts:
         _check_part(root, meta, part)
+    if meta.buckets is not None:
+        check_bucket_parts(root, meta, parts)
     total = sum(b - a for p in parts for a, b in p.kept_ranges())
     if total != meta.count:
         raise TLDError(f"the parts of {root} hold {total} training rows but meta.json count is {meta.count}")
     if not parts:
         empty = np.zeros((0, *meta.latent_shape), dtype=meta.latent_dtype)
         return LatentArrays(root, meta, empty, np.zeros((0, meta.text_dim), np.float16), None, None, None, [])
-    latents = PartedArray(root, parts, LATENTS, opener)
+    latents = PartedArray(root, parts, LATENTS, opener, row_shape=meta.latent_shape)
     text_emb = PartedArray(root, parts, TEXT_EMB, opener)
     text_mask = PartedArray(root, parts, TEXT_MASK, opener) if TEXT_MASK in parts[0].arrays else None
     val_emb, val_prompts = _validation_files(root)

@@ -168,12 +168,17 @@ class PartedArray:
     (a part's kept row range), so no per-row table is ever built.
     """
 
-    def __init__(self, root: Path, parts: list[PartIndex], file: str, opener: Any = None):
+    def __init__(
+        self, root: Path, parts: list[PartIndex], file: str, opener: Any = None, row_shape: Any = None
+    ):
         self.root, self.parts, self.file = root, parts, file
         self.opener = opener  # callable(part folder relative path) -> local Path, for remote datasets
         first = parts[0].arrays[file]
         self.dtype = np.dtype(first["dtype"])
-        self._row_shape = tuple(int(s) for s in first["shape"][1:])
+        # Parts of an aspect-ratio bucketed dataset differ in row shape: `shape` reports row_shape
+        # (the first bucket's) and `take` reads rows of one shape at a time.
+        self._part_shapes = [tuple(int(s) for s in p.arrays[file]["shape"][1:]) for p in parts]
+        self._row_shape = tuple(int(s) for s in row_shape) if row_shape else self._part_shapes[0]
         segments = [(i, a, b) for i, p in enumerate(parts) for a, b in p.kept_ranges() if b > a]
         self.seg_part = np.array([s[0] for s in segments], dtype=np.int64)
         self.seg_start = np.array([s[1] for s in segments], dtype=np.int64)
@@ -221,8 +226,11 @@ class PartedArray:
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        out = np.empty((len(rows), *self._row_shape), dtype=self.dtype)
         part, local = self.locate(rows)
+        shapes = {self._part_shapes[int(p)] for p in np.unique(part)}
+        if len(shapes) > 1:
+            raise TLDError(f"rows of {self.file} with different shapes {sorted(shapes)} cannot form one batch")
+        out = np.empty((len(rows), *(shapes.pop() if shapes else self._row_shape)), dtype=self.dtype)
         for p in np.unique(part):
             sel = part == p
             out[sel] = self._map(int(p))[local[sel]]
