@@ -9,8 +9,10 @@
     recaption.py colour words written in front of captions that name none (shards -> shards)
     shards.py    the shard format shared by every source and by encode
     encode.py    shards -> per-shard work files (resumable, accelerate-aware)
+    shard_encode.py  one shard through the VAE + text encoder, its images sized to one or more buckets
     merge.py     work files -> the memory-mappable dataset of tld.data.format
     parts.py     encode --layout parts: shard groups -> parts + manifest (tld.data.parts), no merge
+    buckets.py   encode --buckets: bucket sizes checked, one part per bucket, meta.json's bucket list
 
 May import tld.encoders and tld.data.format only (see docs/internals.md). Heavy dependencies
 (img2dataset, encoders) are imported inside the functions that need them.

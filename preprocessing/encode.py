@@ -16,14 +16,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from tld.preprocessing.buckets import check_encode_buckets, image_sizes
 from tld.preprocessing.merge import (
     check_addition,
     clear_output,
@@ -35,21 +35,13 @@ from tld.preprocessing.merge import (
     swap_in,
 )
 from tld.preprocessing.parts import encode_parts, finish_parts
+from tld.preprocessing.shard_encode import ShardResult, shard_arrays, stored_arrays
 from tld.preprocessing.shards import iter_shard, list_shards
 from tqdm.auto import tqdm
 
-from tld.data.format import (
-    CAPTIONS,
-    LABELS,
-    LATENTS,
-    META,
-    TEXT_EMB,
-    TEXT_MASK,
-    quantize_latents,
-)
-from tld.encoders.images import decode_sample_image, load_image, pil_to_tensor
+from tld.data.format import CAPTIONS, LABELS, LATENTS, META, TEXT_EMB
+from tld.encoders.images import load_image
 from tld.encoders.text import DEFAULT_TEXT_SPEC, TEXT_BACKENDS
-from tld.encoders.text_base import TextEmbeddings
 from tld.errors import TLDError
 
 WORK = ".work"
@@ -81,6 +73,9 @@ class EncodeConfig:
     layout: str = "single"  # "single": merged arrays; "parts": one part per shard group, no merge
     shards_per_part: int = 1  # layout="parts": shards encoded (and held in RAM) together as one part
     add: bool = False  # layout="parts": append the parts of new shards to an existing parts dataset
+    # layout="parts": aspect-ratio buckets, pixel [height, width] each; an image goes to the one of
+    # nearest aspect ratio, one part per (shard group, bucket) (tld/data/buckets.py). None: one size.
+    buckets: list[list[int]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,14 +83,6 @@ class EncodeConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EncodeConfig:
         return cls(**d)
-
-
-@dataclass
-class ShardResult:
-    samples: int = 0
-    encoded: int = 0
-    failed: dict[str, int] = field(default_factory=dict)
-    clipped_values: int = 0
 
 
 def text_encoder_spec(value: str | dict[str, Any]) -> str | dict[str, Any]:
@@ -152,100 +139,9 @@ def encode_shard(
     shard: Path, dest: Path, vae: Any, text: Any, cfg: EncodeConfig, size: int, bar: Any
 ) -> ShardResult:
     """Encode one shard into dest/ (written as dest.tmp/, then renamed); returns its counts."""
-    z, emb, captions, result = shard_arrays(shard, vae, text, cfg, size, bar)
+    z, emb, captions, result = shard_arrays(shard, vae, text, cfg, size, bar)[0]
     _write_shard(dest, z, emb, captions, cfg, result)
     return result
-
-
-def shard_arrays(
-    shard: Path, vae: Any, text: Any, cfg: EncodeConfig, size: int, bar: Any
-) -> tuple[np.ndarray, TextEmbeddings, pd.DataFrame, ShardResult]:
-    """One shard's latents (originals, then mirrored copies), caption embeddings, captions and counts."""
-    failed: Counter[str] = Counter()
-    rows: list[dict[str, str]] = []
-    batch: list[Any] = []
-    originals: list[torch.Tensor] = []
-    mirrored: list[torch.Tensor] = []
-    # Seeded per shard so a resumed run samples the posterior exactly as an uninterrupted one.
-    generator = torch.Generator(device=vae.device).manual_seed(cfg.seed * 100_003 + _shard_number(shard))
-
-    def flush() -> None:
-        if not batch:
-            return
-        x = pil_to_tensor(batch)
-        originals.append(vae.encode(x, batch_size=None, sample=cfg.sample_posterior, generator=generator))
-        if cfg.flip:
-            # A mirrored latent is not the latent of the mirrored image, so the flip is re-encoded.
-            mirrored.append(
-                vae.encode(x.flip(-1), batch_size=None, sample=cfg.sample_posterior, generator=generator)
-            )
-        bar.update(len(batch))
-        batch.clear()
-
-    samples = 0
-    for sample in iter_shard(shard):
-        samples += 1
-        if sample.get("caption_error"):  # an empty or mangled caption would teach the wrong text
-            failed[sample["caption_error"]] += 1
-            continue
-        image = decode_sample_image(sample["image"], size, failed)
-        if image is None:
-            continue
-        meta = sample["json"] if isinstance(sample["json"], dict) else {}
-        url = str(meta.get("url") or "")
-        rows.append({"caption": sample["caption"], "key": sample["key"], "url": url, "label": _label(meta)})
-        batch.append(image)
-        if len(batch) >= cfg.batch_size:
-            flush()
-    flush()
-
-    captions = pd.DataFrame(rows, columns=["caption", "key", "url", "label"]).astype({"label": "int64"})
-    captions["shard"] = shard.name
-    captions["flipped"] = False
-    empty = torch.zeros((0, *vae.latent_shape(size, size)))
-    z = torch.cat(originals + mirrored) if originals else empty
-    emb = _encode_texts(text, captions["caption"].tolist(), cfg)
-    if cfg.flip:
-        captions = pd.concat([captions, captions.assign(flipped=True)], ignore_index=True)
-    return z.numpy(), emb, captions, ShardResult(samples, len(rows), dict(failed))
-
-
-def stored_arrays(z: np.ndarray, emb: Any, cfg: EncodeConfig, result: ShardResult) -> dict[str, np.ndarray]:
-    """The arrays as stored on disk (quantized or float16; embeddings repeated for the flips)."""
-    if cfg.latent_dtype == "uint8":
-        result.clipped_values = int((np.abs(z) > cfg.latent_clip).sum())
-        stored = quantize_latents(z, cfg.latent_clip)
-    else:
-        stored = z.astype(np.float16)
-    repeat = 2 if cfg.flip else 1
-    text_emb = emb.tokens if cfg.text_tokens else emb.pooled
-    arrays = {LATENTS: stored, TEXT_EMB: np.concatenate([text_emb.numpy().astype(np.float16)] * repeat)}
-    if cfg.text_tokens:
-        arrays[TEXT_MASK] = np.concatenate([emb.mask.numpy().astype(bool)] * repeat)
-    return arrays
-
-
-def _label(meta: dict[str, Any]) -> int:
-    """The sample's integer class (`label` in its json, as class-labelled sources write it), else -1."""
-    label = meta.get("label")
-    return label if isinstance(label, int) and not isinstance(label, bool) and label >= 0 else -1
-
-
-def _encode_texts(text: Any, captions: list[str], cfg: EncodeConfig) -> TextEmbeddings:
-    """Embeddings of the captions, each distinct caption encoded once (class names repeat thousands of times)."""
-    unique = list(dict.fromkeys(captions))
-    emb = text.encode(unique, batch_size=cfg.text_batch_size, tokens=cfg.text_tokens)
-    if len(unique) == len(captions):
-        return emb
-    position = {caption: i for i, caption in enumerate(unique)}
-    index = torch.tensor([position[c] for c in captions], dtype=torch.long)
-    pick = lambda t: None if t is None else t[index]  # noqa: E731
-    return TextEmbeddings(emb.pooled[index], pick(emb.tokens), pick(emb.mask))
-
-
-def _shard_number(shard: Path) -> int:
-    digits = "".join(ch for ch in shard.stem if ch.isdigit())
-    return int(digits) if digits else 0
 
 
 def _write_shard(
@@ -261,7 +157,7 @@ def _write_shard(
     os.replace(tmp, dest)
 
 
-def _settings(cfg: EncodeConfig, vae: Any, text: Any, size: int, shards: list[Path]) -> dict[str, Any]:
+def _settings(cfg: EncodeConfig, vae: Any, text: Any, size: Any, shards: list[Path]) -> dict[str, Any]:
     """Everything that changes the arrays: a resumed run must match it exactly."""
     return {
         "vae": vae.spec,
@@ -269,7 +165,7 @@ def _settings(cfg: EncodeConfig, vae: Any, text: Any, size: int, shards: list[Pa
         "text_tokens": cfg.text_tokens,
         "latent_dtype": cfg.latent_dtype,
         "latent_clip": cfg.latent_clip if cfg.latent_dtype == "uint8" else None,
-        "image_size": size,
+        "image_size": size,  # an int, or the buckets' [height, width] sizes
         "flip": cfg.flip,
         "sample_posterior": cfg.sample_posterior,
         "seed": cfg.seed,
@@ -336,6 +232,7 @@ def _validate(cfg: EncodeConfig) -> None:
         raise TLDError(f"validation prompts file {cfg.val_prompts} does not exist")
     if cfg.layout not in ("single", "parts") or (cfg.add and cfg.layout != "parts"):
         raise TLDError(f"layout must be 'single' or 'parts' (--add needs 'parts'), got {cfg.layout!r}")
+    check_encode_buckets(cfg)
     if cfg.batch_size <= 0 or cfg.val_holdout < 0:
         raise TLDError(
             f"batch size must be > 0 and val holdout >= 0, got {cfg.batch_size}, {cfg.val_holdout}"
@@ -353,8 +250,9 @@ def encode(shards_dir: str | os.PathLike, out: str | os.PathLike, config: Encode
     out = Path(out)
     dist = _Dist()
     vae, text = _load_models(cfg, dist.device(cfg.device))
-    size = cfg.image_size or _first_image_size(shards)
-    vae.latent_shape(size, size)  # fails early when the size does not suit the VAE
+    size = image_sizes(cfg, vae) or cfg.image_size or _first_image_size(shards)
+    if isinstance(size, int):
+        vae.latent_shape(size, size)  # fails early when the size does not suit the VAE
     settings = _settings(cfg, vae, text, size, shards)
     if dist.is_main:
         finish_swap(out)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tld.preprocessing.buckets import group_part_names, meta_buckets
 from tld.preprocessing.merge import _one_line, _provenance, _validation, _write_val
 from tld.preprocessing.shards import read_source_info
 
@@ -25,7 +26,6 @@ from tld.data.format import CAPTIONS, LABELS, LATENTS, TEXT_EMB, DatasetMeta, wr
 from tld.data.parts import (
     PARTS_DIR,
     PartIndex,
-    part_name,
     read_manifest,
     read_part_index,
     write_manifest,
@@ -40,32 +40,40 @@ def shard_groups(shards: list[Path], per_part: int) -> list[list[Path]]:
     return [shards[i : i + per_part] for i in range(0, len(shards), per_part)]
 
 
-def encode_part(
+def encode_group(
     group: list[Path],
-    dest: Path,
+    folder: Path,
     models: tuple[Any, Any],
     cfg: Any,
-    size: int,
+    size: int | list[list[int]],
     bar: Any,
     steps: tuple[Any, Any],
-) -> PartIndex:
-    """Encode a group of shards (held in RAM together) into the part folder dest.
+) -> list[PartIndex]:
+    """Encode a group of shards (held in RAM together) into its part folder(s) under `folder`: one
+    part, or one per bucket when `size` lists bucket sizes.
 
-    `steps` are encode.py's (shard_arrays, stored_arrays): one shard's arrays, and their stored form."""
+    `steps` are encode.py's (shard_arrays, stored_arrays): one shard's arrays per size, and their stored form."""
     (vae, text), (shard_arrays, stored_arrays) = models, steps
-    pieces, frames, failed = [], [], Counter()
-    samples = encoded = clipped = 0
+    names = group_part_names(group, size)
+    pieces: list[list[dict[str, np.ndarray]]] = [[] for _ in names]
+    frames: list[list[pd.DataFrame]] = [[] for _ in names]
+    results: list[list[Any]] = [[] for _ in names]
     for shard in group:
         bar.set_postfix_str(shard.name)
-        z, emb, captions, result = shard_arrays(shard, vae, text, cfg, size, bar)
-        pieces.append(stored_arrays(z, emb, cfg, result))
-        frames.append(captions)
-        failed.update(result.failed)
-        samples, encoded, clipped = (
-            samples + result.samples,
-            encoded + result.encoded,
-            clipped + result.clipped_values,
-        )
+        for b, (z, emb, captions, result) in enumerate(shard_arrays(shard, vae, text, cfg, size, bar)):
+            pieces[b].append(stored_arrays(z, emb, cfg, result))
+            frames[b].append(captions)
+            results[b].append(result)
+    return [
+        _write_group_part(folder / name, group, pieces[b], frames[b], results[b])
+        for b, name in enumerate(names)
+    ]
+
+
+def _write_group_part(
+    dest: Path, group: list[Path], pieces: list[dict], frames: list[pd.DataFrame], results: list[Any]
+) -> PartIndex:
+    """One part from the arrays, captions and counts of its shards (class labels when all have one)."""
     arrays = {name: np.concatenate([p[name] for p in pieces]) for name in pieces[0]}
     captions = pd.concat(frames, ignore_index=True)
     labels = captions.pop("label")
@@ -76,7 +84,15 @@ def encode_part(
         warnings.warn(
             f"part {dest.name}: only some samples carry a class label; {LABELS} not written", stacklevel=2
         )
-    stats = {"samples": samples, "encoded": encoded, "failed": dict(failed), "clipped_values": clipped}
+    failed: Counter[str] = Counter()
+    for r in results:
+        failed.update(r.failed)
+    stats = {
+        "samples": sum(r.samples for r in results),
+        "encoded": sum(r.encoded for r in results),
+        "failed": dict(failed),
+        "clipped_values": sum(r.clipped_values for r in results),
+    }
     index = PartIndex(dest.name, int(len(arrays[LATENTS])), shards=[s.name for s in group], stats=stats)
     return write_part(dest, arrays, captions, index)
 
@@ -87,20 +103,22 @@ def encode_parts(
     dist: Any,
     models: tuple[Any, Any],
     cfg: Any,
-    size: int,
+    size: int | list[list[int]],
     steps: tuple[Any, Any],
 ) -> None:
-    """This process's share of the parts (skipping finished ones), then a barrier."""
+    """This process's share of the parts (skipping finished groups), then a barrier."""
     from tqdm.auto import tqdm
 
     groups = shard_groups(shards, cfg.shards_per_part)
     folder = target / PARTS_DIR
     mine = [
-        g for g in groups[dist.rank :: dist.world] if not (folder / part_name([s.name for s in g])).is_dir()
+        g
+        for g in groups[dist.rank :: dist.world]
+        if not all((folder / name).is_dir() for name in group_part_names(g, size))
     ]
     with tqdm(desc=f"encode [{dist.rank}]", unit="img", disable=not cfg.progress) as bar:
         for group in mine:
-            encode_part(group, folder / part_name([s.name for s in group]), models, cfg, size, bar, steps)
+            encode_group(group, folder, models, cfg, size, bar, steps)
     dist.barrier()
 
 
@@ -137,14 +155,14 @@ def finish_parts(
     shards: list[Path],
     cfg: Any,
     models: tuple[Any, Any],
-    size: int,
+    size: int | list[list[int]],
     settings: dict[str, Any],
     source_dir: Path,
 ) -> DatasetMeta:
     """Write parts.json and meta.json from the parts' indexes (main process, after every part is done)."""
     vae, text = models
     folder = target / PARTS_DIR
-    names = [part_name([s.name for s in g]) for g in shard_groups(shards, cfg.shards_per_part)]
+    names = [n for g in shard_groups(shards, cfg.shards_per_part) for n in group_part_names(g, size)]
     missing = [n for n in names if not (folder / n).is_dir()]
     if missing:
         raise TLDError(f"{len(missing)} part(s) not encoded yet, e.g. {missing[:3]}; rerun with --resume")
@@ -170,9 +188,10 @@ def finish_parts(
     extra.update(parts=len(parts), encode_settings={k: v for k, v in settings.items() if k != "shards"})
     if all(LABELS in p.arrays for p in parts):
         extra.update(labelled=count, class_names=info.get("class_names"))
+    buckets = meta_buckets(size, vae, parts)
     meta = DatasetMeta(
         count=count,
-        latent_shape=list(lat["shape"][1:]),
+        latent_shape=buckets[0]["latent_shape"] if buckets else list(lat["shape"][1:]),
         latent_dtype=cfg.latent_dtype,
         latent_clip=cfg.latent_clip if cfg.latent_dtype == "uint8" else None,
         latent_scale=vae.latent_scale,
@@ -180,12 +199,13 @@ def finish_parts(
         text_encoder=text.spec,
         text_dim=int(emb["shape"][-1]),
         text_tokens=int(emb["shape"][1]) if cfg.text_tokens else 0,
-        image_size=[size, size],
+        image_size=[size, size] if isinstance(size, int) else list(size[0]),
         flip_doubled=cfg.flip,
         source=str(info.get("source") or source_dir.resolve()),
         license=str(info.get("license", "")),
         extra=extra,
         layout="parts",
+        buckets=buckets,
     )
     write_manifest(target, parts)
     write_meta(target, meta)  # last: a folder with meta.json is a complete dataset

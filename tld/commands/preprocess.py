@@ -205,6 +205,11 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--add", action="store_true", help="--layout parts: append the parts of new shards to DATASET_DIR"
     )
+    p.add_argument(
+        "--buckets",
+        help="--layout parts: aspect-ratio buckets as pixel sizes HxW,HxW,... (e.g. 64x64,48x80,80x48); "
+        "each image goes to the nearest aspect ratio, no square crop (docs/scale.md)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_encode)
 
@@ -316,6 +321,7 @@ def _vae_source(name: str) -> str:
 
 
 def run_encode(args: argparse.Namespace) -> int:
+    from tld.data.buckets import parse_buckets
     from tld.preprocessing.encode import EncodeConfig, encode
 
     if args.latent_clip <= 0:
@@ -343,6 +349,7 @@ def run_encode(args: argparse.Namespace) -> int:
         layout=args.layout,
         shards_per_part=args.shards_per_part,
         add=args.add,
+        buckets=None if args.buckets is None else [list(b) for b in parse_buckets(args.buckets)],
     )
     meta = encode(args.shards_dir, args.dataset_dir, cfg)
     if meta is not None:  # None on non-main processes under accelerate

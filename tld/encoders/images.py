@@ -123,9 +123,10 @@ def load_image(source: str | os.PathLike | bytes, background: Background = WHITE
     return to_rgb(image, background)
 
 
-def decode_sample_image(raw: bytes | None, size: int, failed: Counter) -> Image.Image | None:
-    """A shard sample's image bytes as a size x size RGB image (centre-cropped), or None with the
-    reason counted in `failed`: what every reader of shards does with a missing or broken image."""
+def decode_sample_image(raw: bytes | None, size: int | None, failed: Counter) -> Image.Image | None:
+    """A shard sample's image bytes as a size x size RGB image (centre-cropped; size None: as stored),
+    or None with the reason counted in `failed`: what every reader of shards does with a missing or
+    broken image."""
     if raw is None:
         failed["no image in sample"] += 1
         return None
@@ -134,4 +135,4 @@ def decode_sample_image(raw: bytes | None, size: int, failed: Counter) -> Image.
     except TLDError:
         failed["cannot decode image"] += 1
         return None
-    return image if image.size == (size, size) else center_crop_resize(image, size)
+    return image if size is None or image.size == (size, size) else center_crop_resize(image, size)
