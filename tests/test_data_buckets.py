@@ -112,3 +112,16 @@ def test_the_schedule_counts_draws_across_blocks():
         assert r == seen[bucket]
         seen[bucket] += 1
     assert BucketSchedule(seed=3, weights=[1, 3]).draw(2400) == draws[2400]  # no state needed
+
+
+def test_balance_repeats_weight_the_buckets_by_their_repeated_rows(tmp_path):
+    data = LatentDataset(write_bucket_parts(tmp_path / "d"))
+    repeats = np.ones(80, dtype=np.int64)
+    repeats[30:40] = 4  # the wide bucket: 10 rows x 4 + 20 rows = 60 draws an epoch, the square one 50
+    batches = StepBatches(data, batch_size=5, seed=2, repeats=repeats)
+    assert [s.n for s in batches.streams] == [50, 60] and batches.epoch_size == 110
+    wide_steps = [k for k in range(200) if batches.bucket(k)[0] == 1]
+    assert abs(len(wide_steps) / 200 - 60 / 110) < 0.12
+    rows = np.concatenate([batches.indices(k) for k in wide_steps[:12]])  # one epoch of the wide bucket
+    assert np.bincount(rows, minlength=80)[30:40].tolist() == [4] * 10
+    assert all(batches[k].latents.shape[1:] == WIDE for k in wide_steps[:3])

@@ -109,6 +109,7 @@ def export_checkpoint(
             "condition": train_cfg.get("data", {}).get("condition"),
             "inpaint": state["compat"].get("inpaint", False),
             "augment_cond": train_cfg.get("augment", {}).get("prob", 0) > 0,
+            "buckets": dataset.get("buckets"),  # [[height, width], ...] of an aspect-ratio bucketed dataset
         },
     }
     (out / CONFIG_NAME).unlink(missing_ok=True)  # an export is a fresh folder, never a merge

@@ -330,6 +330,7 @@ def _save(run: _Run) -> Path:
             "latent_scale": meta.latent_scale,
             "text_tokens": data.tokens,
             "path": str(data.arrays.folder),
+            "buckets": [b["image_size"] for b in meta.buckets] if meta.buckets else None,
         },
     }
     path = ckpt.save_checkpoint(

@@ -122,7 +122,7 @@ def build_model(config: TrainConfig, data: LatentDataset) -> nn.Module:
     from tld.model import Denoiser
 
     if not config.init_from:
-        return Denoiser(resolve_model_config(config, data))
+        return check_bucket_patches(Denoiser(resolve_model_config(config, data)), data)
     net = load_init_model(config.init_from)
     base = read_config_json(config.init_from) if Path(config.init_from).is_dir() else {}
     if config.data.text == "auto" and base.get("text_tokens") is False:
@@ -132,6 +132,15 @@ def build_model(config: TrainConfig, data: LatentDataset) -> nn.Module:
     if config.inpaint.enabled and net.config.in_channels != expected["in_channels"]:
         net = grow_input_channels(net, expected["in_channels"])
     check_model_matches_data(net.config.to_dict(), expected, f"init_from model {config.init_from}")
+    return check_bucket_patches(net, data)
+
+
+def check_bucket_patches(net: nn.Module, data: LatentDataset) -> nn.Module:
+    """Every aspect-ratio bucket's latent must split into whole patches (the first is latent_size)."""
+    p = net.config.patch_size
+    bad = [f"{h}x{w}" for _, h, w in data.bucket_shapes[1:] if h % p or w % p]
+    if bad:
+        raise TLDError(f"the dataset's bucket latents {', '.join(bad)} are not multiples of patch_size {p}")
     return net
 
 
