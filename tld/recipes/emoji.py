@@ -8,7 +8,8 @@ Steps (each skipped when its output is complete, each resumable after a kill):
   3. encode  latents with that VAE, per-token MiniLM text embeddings (pip-installed, offline)
   4. train   the denoiser (`tld train`, configs/emoji_demo.yaml)
   5. export  EMA weights + vae/ as a model folder; `--ship DIR` also writes the fp16 bundle + card
-  6. eval    the colour-word table (dominant hue vs the named colour) on the exported model
+  6. eval    the colour-word table (dominant hue vs the named colour) and the shape-word table
+             ("<colour> heart|circle|square": the silhouette vs the named shape, on other seeds)
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class EmojiRecipe:
     sources: dict[str, str] = field(default_factory=lambda: {name: name for name in SETS})
     vae_overrides: dict[str, Any] = field(default_factory=dict)
     train_overrides: dict[str, Any] = field(default_factory=dict)
-    seeds: int = 8  # seeds per colour prompt in the evaluation
+    seeds: int = 8  # seeds per colour (and shape) prompt in the evaluation
+    shape_seed: int = 1000  # first seed of the shape table (the colour table uses 0 ... seeds-1)
     # Guidance of the colour table and the shipped default: scale 4 while sigma >= 2 (layout and colour),
     # 1.5 below (details). On the shipped model's 15-step tld schedule it obeyed colour words in
     # 96.8-98.1% of images on three seed ranges against 88.9-91.2% for constant cfg 1.5, the best
@@ -179,16 +181,22 @@ def export_step(r: EmojiRecipe) -> Path:
 
 
 def eval_step(r: EmojiRecipe, model: Path) -> dict[str, Any]:
-    """The colour table of the exported model, with the real-image ceiling of the data."""
+    """The colour table of the exported model, with the real-image ceiling of the data, and the shape
+    table ("<colour> heart|circle|square" on seeds the colour table does not use) with the shape
+    classifier's score on the real images so captioned."""
     from tld import TLDPipeline
     from tld.eval.colours import colour_table, real_colour_ceiling
+    from tld.eval.shapes import DEFAULT_SHAPES, real_shape_accuracy, shape_table
 
     pipe = TLDPipeline.from_pretrained(model, device=r.device)
-    summary = colour_table(
-        pipe, DEFAULT_COLOURS, DEFAULT_OBJECTS, seeds=r.seeds, cfg=r.eval_cfg, steps=EVAL_STEPS,
-        cfg_schedule=r.eval_cfg_schedule or [],
-    )  # fmt: skip
+    settings = {"cfg": r.eval_cfg, "steps": EVAL_STEPS, "cfg_schedule": r.eval_cfg_schedule or []}
+    summary = colour_table(pipe, DEFAULT_COLOURS, DEFAULT_OBJECTS, seeds=r.seeds, **settings)
     summary["real"] = real_colour_ceiling(r.shards / "all", DEFAULT_COLOURS, DEFAULT_OBJECTS)
+    shapes = shape_table(
+        pipe, DEFAULT_COLOURS, DEFAULT_SHAPES, seeds=r.seeds, seed_start=r.shape_seed, **settings
+    )
+    shapes["real"] = real_shape_accuracy([r.shards / "all"], DEFAULT_SHAPES)
+    summary["shapes"] = shapes
     return summary
 
 

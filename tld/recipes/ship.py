@@ -41,6 +41,16 @@ def _vae_facts(r: EmojiRecipe) -> dict[str, Any]:
             "vae_note": done.get("note", "")}  # fmt: skip
 
 
+def _denoiser_recipe(config: dict[str, Any]) -> str:
+    """'TLD parameterization, adaLN-Zero': the objective and the trunk options a training config set."""
+    name = (config.get("diffusion", {}).get("parameterization") or {}).get("name", "tld")
+    words = [{"tld": "TLD parameterization", "flow": "flow matching"}.get(name, f"{name} parameterization")]
+    model = config.get("model", {})
+    words += [label for key, label in (("adaln", "adaLN-Zero"), ("skips", "long skips"), ("qk_norm", "QK-norm"))
+              if model.get(key)]  # fmt: skip
+    return ", ".join(words)
+
+
 def run_facts(r: EmojiRecipe) -> dict[str, Any]:
     """What the model card states about a recipe run, read from the files its steps wrote."""
     den_state = ckpt.read_state(ckpt.latest_checkpoint(ckpt.run_checkpoints(r.out / "denoiser")))
@@ -54,6 +64,7 @@ def run_facts(r: EmojiRecipe) -> dict[str, Any]:
         **_vae_facts(r),
         "denoiser_steps": den_state["step"], "denoiser_batch": den_state.get("config", {}).get("batch_size", "?"),
         "balance": den_state.get("config", {}).get("data", {}).get("balance", {}),
+        "denoiser_recipe": _denoiser_recipe(den_state.get("config", {})),
         "timings": timings, "source": source, "recaption": recaption,
         "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch thread(s), {gpu}",
     }  # fmt: skip
