@@ -95,6 +95,23 @@ def test_bucket_options_are_checked(bucketed, tiny_vae_dir, tiny_clip_dir, tmp_p
     cfg.buckets, cfg.add = [[16, 16]], True  # --add needs the buckets the dataset was encoded with
     with pytest.raises(TLDError, match=r"other settings \['image_size'\]"):
         encode(bucketed / "shards", bucketed / "ds", cfg)
+    from tld.cli import main
+
+    cli = [
+        "preprocess",
+        "encode",
+        str(bucketed / "shards"),
+        str(tmp_path / "cli"),
+        "--vae",
+        str(tiny_vae_dir),
+    ]
+    cli += ["--text-encoder", str(tiny_clip_dir), "--no-progress", "--layout", "parts"]
+    assert main([*cli, "--buckets", "16x16,12x"]) == 1 and not (tmp_path / "cli").exists()
+    assert main([*cli, "--buckets", "16x16, 12x24", "--shards-per-part", "2"]) == 0
+    assert (
+        open_latent_dataset(tmp_path / "cli").meta.buckets
+        == open_latent_dataset(bucketed / "ds").meta.buckets
+    )
 
 
 def test_two_bucket_dataset_trains_resumes_and_samples_at_both_sizes(bucketed, tmp_path):
