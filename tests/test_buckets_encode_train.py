@@ -152,3 +152,43 @@ def test_two_bucket_dataset_trains_resumes_and_samples_at_both_sizes(bucketed, t
     square = pipe("square picture 0", steps=2, seed=0, progress=False)[0]
     wide = pipe("wide picture 1", steps=2, seed=0, height=12, width=24, progress=False)[0]
     assert square.size == (16, 16) and wide.size == (24, 12)
+
+
+def test_bucketed_encode_resumes_after_a_kill_and_adds_shards(
+    bucketed, tiny_vae_dir, tiny_clip_dir, tmp_path, monkeypatch
+):
+    import shutil
+
+    import tld.preprocessing.encode as encode_module
+
+    cfg = EncodeConfig(vae=str(tiny_vae_dir), text_encoder=str(tiny_clip_dir), batch_size=3, progress=False)
+    cfg.layout, cfg.shards_per_part, cfg.buckets = "parts", 2, [[16, 16], [12, 24]]
+    real, calls = encode_module.shard_arrays, []
+
+    def killed_after_three(*args, **kwargs):  # the first group done, the second killed half-way
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(encode_module, "shard_arrays", killed_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        encode(bucketed / "shards", tmp_path / "ds", cfg)
+    assert len(list((tmp_path / "ds" / "parts").iterdir())) == 2  # both bucket parts of the first group
+    monkeypatch.setattr(encode_module, "shard_arrays", real)
+    cfg.resume = True
+    encode(bucketed / "shards", tmp_path / "ds", cfg)
+    want = json.loads((bucketed / "ds" / "parts.json").read_text())
+    assert json.loads((tmp_path / "ds" / "parts.json").read_text()) == want
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, names in ((first, ["00000.tar", "00001.tar"]), (second, ["00002.tar", "00003.tar"])):
+        folder.mkdir()
+        for name in names:
+            shutil.copy(bucketed / "shards" / name, folder / name)
+    cfg.resume = False
+    encode(first, tmp_path / "added", cfg)
+    cfg.add = True
+    meta = encode(second, tmp_path / "added", cfg)
+    assert meta.buckets == open_latent_dataset(bucketed / "ds").meta.buckets
+    assert json.loads((tmp_path / "added" / "parts.json").read_text()) == want
