@@ -136,7 +136,9 @@ def test_two_bucket_dataset_trains_resumes_and_samples_at_both_sizes(bucketed, t
         ]
         return out + ["mask.ratio=0.5", "data.flip=true", "seed=1", *extra]
 
-    straight = train(load_config(None, settings("straight", "steps=8")))
+    straight = train(load_config(None, settings("straight", "steps=8", "sample.every=8", "sample.num=4")))
+    grid = Image.open(tmp_path / "straight" / "samples" / "step_0000008.png")
+    assert grid.size == (2 * 16 + 3 * 2, 2 * 16 + 3 * 2)  # 2x2 grid of the first bucket's 16x16 images
     data = LatentDataset(bucketed / "ds")
     trained = [StepBatches(data, 3, seed=1, flip=True).bucket(k)[0] for k in range(8)]
     assert set(trained[4:]) == {0, 1}  # the trainer's batches (same seed and size) took both shapes
