@@ -83,7 +83,7 @@ def test_encode_sends_each_image_to_the_nearest_bucket_one_shape_a_part(bucketed
     np.testing.assert_allclose(ds.latent(np.array([row]))[0], want.numpy(), atol=2e-3, rtol=2e-3)
 
 
-def test_bucket_options_are_checked(bucketed, tiny_vae_dir, tiny_clip_dir, tmp_path):
+def test_bucket_options_are_checked(bucketed, tiny_vae_dir, tiny_clip_dir, tmp_path, capsys):
     cfg = EncodeConfig(
         vae=str(tiny_vae_dir), text_encoder=str(tiny_clip_dir), progress=False, buckets=[[16, 16]]
     )
@@ -108,6 +108,7 @@ def test_bucket_options_are_checked(bucketed, tiny_vae_dir, tiny_clip_dir, tmp_p
     cli += ["--text-encoder", str(tiny_clip_dir), "--no-progress", "--layout", "parts"]
     assert main([*cli, "--buckets", "16x16,12x"]) == 1 and not (tmp_path / "cli").exists()
     assert main([*cli, "--buckets", "16x16, 12x24", "--shards-per-part", "2"]) == 0
+    assert "latents [4, 8, 8] x 8, [4, 6, 12] x 6 float16" in capsys.readouterr().out
     assert (
         open_latent_dataset(tmp_path / "cli").meta.buckets
         == open_latent_dataset(bucketed / "ds").meta.buckets

@@ -354,8 +354,11 @@ def run_encode(args: argparse.Namespace) -> int:
     meta = encode(args.shards_dir, args.dataset_dir, cfg)
     if meta is not None:  # None on non-main processes under accelerate
         failed = meta.extra.get("failed") or {}
+        shapes = meta.latent_shape
+        if meta.buckets:  # rows per bucket: a bucket with few rows is drawn rarely (docs/scale.md)
+            shapes = ", ".join(f"{b['latent_shape']} x {b['rows']}" for b in meta.buckets)
         print(
-            f"{meta.count} samples -> {args.dataset_dir}: latents {meta.latent_shape} {meta.latent_dtype}, "
+            f"{meta.count} samples -> {args.dataset_dir}: latents {shapes} {meta.latent_dtype}, "
             f"text {meta.text_dim}-d, {meta.extra.get('val_prompts', 0)} validation prompts; "
             f"skipped {json.dumps(failed) if failed else 'none'}"
         )
