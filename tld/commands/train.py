@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--export", metavar="OUT_DIR", help="after training, export the EMA weights as a model folder"
     )
+    add_ema_decay_argument(p)
     p.add_argument(
         "--lora",
         type=int,
@@ -42,6 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     e.add_argument("out_dir", help="model folder to write")
     e.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA")
+    add_ema_decay_argument(e)
+    e.add_argument(
+        "--all-ema",
+        action="store_true",
+        help="write one model folder per EMA the run tracked, OUT_DIR/ema_<decay>/ (e.g. for tld eval sweep)",
+    )
     e.set_defaults(func=run_export)
 
     v = subparsers.add_parser(
@@ -54,6 +61,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("--output-dir", help="where checkpoints, logs and vae/ go (default runs/vae)")
     v.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     v.set_defaults(func=run_train_vae)
+
+
+def add_ema_decay_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ema-decay",
+        type=float,
+        metavar="D",
+        help="export the EMA of decay D: ema.decay (the default) or one of ema.extra_decays",
+    )
 
 
 def add_config_arguments(p: argparse.ArgumentParser, what: str) -> None:
@@ -108,6 +124,7 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     if config.lora.rank and args.export:
         raise TLDError("--export writes a whole model; a LoRA run writes its adapter to OUTPUT_DIR/adapter")
+    _check_export_decay(args, config)
     result = train(config)
     print(f"trained to step {result.step}; last checkpoint: {result.last_checkpoint}")
     if config.lora.rank:
@@ -117,16 +134,43 @@ def run_train(args: argparse.Namespace) -> int:
 
         if PartialState().is_main_process:
             run_export(
-                argparse.Namespace(checkpoint=result.last_checkpoint, out_dir=args.export, no_ema=False)
+                argparse.Namespace(
+                    checkpoint=result.last_checkpoint,
+                    out_dir=args.export,
+                    no_ema=False,
+                    ema_decay=args.ema_decay,
+                    all_ema=False,
+                )
             )
     return 0
 
 
-def run_export(args: argparse.Namespace) -> int:
-    from tld.training.export import export_checkpoint
+def _check_export_decay(args: argparse.Namespace, config) -> None:
+    """A decay the run will not track is refused before training, not after it."""
+    if args.ema_decay is None:
+        return
+    if not args.export:
+        raise TLDError("--ema-decay picks the EMA that --export writes; pass --export OUT_DIR too")
+    tracked = sorted([config.ema.decay, *config.ema.extra_decays])
+    if args.ema_decay not in tracked:
+        have = ", ".join(str(d) for d in tracked)
+        raise TLDError(
+            f"--ema-decay {args.ema_decay}: this run tracks the EMA decays {have} (ema.extra_decays)"
+        )
 
-    out = export_checkpoint(args.checkpoint, args.out_dir, ema=not args.no_ema)
-    print(f"exported {'raw' if args.no_ema else 'EMA'} weights of {args.checkpoint} to {out}")
+
+def run_export(args: argparse.Namespace) -> int:
+    from tld.training.export import export_checkpoint, export_every_ema
+
+    if args.all_ema:
+        if args.no_ema or args.ema_decay is not None:
+            raise TLDError("--all-ema writes every EMA; it cannot go with --no-ema or --ema-decay")
+        for out in export_every_ema(args.checkpoint, args.out_dir):
+            print(f"exported EMA weights of {args.checkpoint} to {out}")
+        return 0
+    out = export_checkpoint(args.checkpoint, args.out_dir, ema=not args.no_ema, ema_decay=args.ema_decay)
+    which = "raw" if args.no_ema else f"EMA{'' if args.ema_decay is None else f' {args.ema_decay}'}"
+    print(f"exported {which} weights of {args.checkpoint} to {out}")
     return 0
 
 

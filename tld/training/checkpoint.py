@@ -32,6 +32,7 @@ RNG = "rng.pt"
 SCALER = "scaler.pt"  # fp16 only: the GradScaler's scale and growth tracker
 STATE = "state.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+_EXTRA_EMA = re.compile(r"^ema_(.+)\.safetensors$")
 CHECKPOINTS = "checkpoints"  # the folder of a run's output_dir that holds its step_<N>/ checkpoints
 
 
@@ -69,10 +70,33 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
 
 
-def _write_weights(folder: Path, model_state: dict, ema_state: dict | None) -> None:
+def extra_ema_name(decay: float) -> str:
+    """The file of an extra EMA (`ema.extra_decays`) in a checkpoint, e.g. ema_0.9999.safetensors."""
+    return f"ema_{float(decay)!r}.safetensors"
+
+
+def extra_ema_files(folder: str | os.PathLike) -> dict[float, Path]:
+    """A checkpoint's extra EMA weight files by decay (none for a run without `ema.extra_decays`)."""
+    found = {}
+    for child in Path(folder).glob("ema_*.safetensors"):
+        match = _EXTRA_EMA.match(child.name)
+        try:
+            decay = float(match.group(1)) if match else None
+        except ValueError:
+            continue
+        if decay is not None and child.name == extra_ema_name(decay):
+            found[decay] = child
+    return dict(sorted(found.items()))
+
+
+def _write_weights(
+    folder: Path, model_state: dict, ema_state: dict | None, extra_ema_states: dict[float, dict] | None
+) -> None:
     save_file(_contiguous(model_state), str(folder / MODEL))
     if ema_state is not None:
         save_file(_contiguous(ema_state), str(folder / EMA))
+    for decay, state in (extra_ema_states or {}).items():
+        save_file(_contiguous(state), str(folder / extra_ema_name(decay)))
 
 
 def _write_training_state(
@@ -97,6 +121,7 @@ def save_checkpoint(
     state: dict[str, Any],
     keep_last: int = 3,
     scaler_state: dict | None = None,
+    extra_ema_states: dict[float, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write `root/step_<step>/` atomically and prune all but the newest `keep_last` checkpoints."""
     root = Path(root)
@@ -106,7 +131,7 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    _write_weights(tmp, model_state, ema_state)
+    _write_weights(tmp, model_state, ema_state, extra_ema_states)
     _write_training_state(tmp, optimizer_state, scheduler_state, rng, scaler_state)
     (tmp / STATE).write_text(json.dumps({"step": step, **state}, indent=2) + "\n")
     if final.exists():
@@ -167,7 +192,8 @@ def read_state(folder: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """One safetensors file of a checkpoint; a truncated or garbled file is a one-line TLDError."""
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as exc:
@@ -190,8 +216,9 @@ def load_checkpoint(folder: str | os.PathLike) -> dict[str, Any]:
     truncated or garbled file is a one-line TLDError naming it."""
     folder = Path(folder)
     state = read_state(folder)
-    out: dict[str, Any] = {"state": state, "model": _load_tensors(folder / MODEL)}
-    out["ema"] = _load_tensors(folder / EMA) if (folder / EMA).is_file() else None
+    out: dict[str, Any] = {"state": state, "model": load_weights(folder / MODEL)}
+    out["ema"] = load_weights(folder / EMA) if (folder / EMA).is_file() else None
+    out["extra_ema"] = {decay: load_weights(path) for decay, path in extra_ema_files(folder).items()}
     for key, name in (("optimizer", OPTIMIZER), ("scheduler", SCHEDULER), ("rng", RNG)):
         out[key] = _load_torch(folder / name)
     scaler = folder / SCALER

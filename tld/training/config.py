@@ -108,6 +108,18 @@ class EMAConfig:
     decay: float = 0.999
     warmup: bool = True  # decay ramps up as min(decay, (1 + step) / (10 + step))
     start_step: int = 0
+    # More EMA lengths tracked beside `decay` (same warmup, same steps), one float32 copy of the weights
+    # each; checkpoints hold them as ema_<decay>.safetensors and `tld export --ema-decay D` picks one.
+    extra_decays: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for decay in self.extra_decays:
+            if not 0.0 <= decay < 1.0:
+                raise TLDError(f"ema.extra_decays: each decay must be in [0, 1), got {decay}")
+            if decay == self.decay:
+                raise TLDError(f"ema.extra_decays: {decay} is ema.decay already; list only other decays")
+        if len(set(self.extra_decays)) != len(self.extra_decays):
+            raise TLDError(f"ema.extra_decays holds a decay twice: {self.extra_decays}")
 
 
 @dataclass

@@ -10,6 +10,7 @@ from tld.errors import TLDError
 from tld.generation.settings import default_schedule
 from tld.model.files import CONFIG_NAME, read_config_json, update_config_json
 from tld.training import checkpoint as ckpt
+from tld.training.config import EMAConfig
 
 
 def _is_local_dir(spec: Any) -> bool:
@@ -62,14 +63,56 @@ def sampling_defaults(train_cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def checkpoint_folder(checkpoint: str | os.PathLike) -> Path:
+    """A step_<N> folder as given, or a run's output folder's newest checkpoint."""
+    folder = Path(checkpoint)
+    if (folder / ckpt.CHECKPOINTS).is_dir():
+        found = ckpt.latest_checkpoint(folder / ckpt.CHECKPOINTS)
+        if found is None:
+            raise TLDError(f"no complete checkpoint under {folder / ckpt.CHECKPOINTS}")
+        return found
+    return folder
+
+
+def _main_decay(state: dict[str, Any]) -> float:
+    return float(((state.get("config") or {}).get("ema") or {}).get("decay", EMAConfig.decay))
+
+
+def ema_files(folder: Path, state: dict[str, Any]) -> dict[float, Path]:
+    """Every EMA a checkpoint holds by decay: the main one (`ema.decay`) and those of `ema.extra_decays`."""
+    main = {_main_decay(state): folder / ckpt.EMA} if (folder / ckpt.EMA).is_file() else {}
+    return dict(sorted({**main, **ckpt.extra_ema_files(folder)}.items()))
+
+
+def _pick_weights(
+    folder: Path, state: dict[str, Any], ema: bool, ema_decay: float | None
+) -> tuple[dict[str, Any], float | None]:
+    """(weights, the decay of the EMA they are; None for the raw weights). ema_decay None: the main EMA."""
+    if not ema:
+        if ema_decay is not None:
+            raise TLDError("--ema-decay picks one of the EMA weights; it cannot go with --no-ema")
+        return ckpt.load_weights(folder / ckpt.MODEL), None
+    files = ema_files(folder, state)
+    if not files:
+        raise TLDError(f"{folder} holds no EMA weights; export with ema=False (--no-ema)")
+    decay = _main_decay(state) if ema_decay is None else float(ema_decay)
+    if decay not in files:
+        have = ", ".join(str(d) for d in files)
+        raise TLDError(f"{folder} has no EMA of decay {decay}; its EMA decays are {have}")
+    return ckpt.load_weights(files[decay]), decay
+
+
 def export_checkpoint(
     checkpoint: str | os.PathLike,
     out_dir: str | os.PathLike,
     ema: bool = True,
     copy_local_components: bool = True,
+    ema_decay: float | None = None,
 ) -> Path:
     """Write `out_dir/config.json` + `denoiser.safetensors` (EMA weights unless ema=False).
 
+    `ema_decay` picks one of the EMAs the run tracked (`ema.decay` or one of `ema.extra_decays`);
+    None: the main one. config.json records it as `ema_decay`.
     The VAE and text encoder come from the training dataset's meta.json: hub ids stay specs in
     config.json; local folders are re-saved as `vae/` and `text_encoder/` so the export is self-contained.
     The sampling defaults come from the fine-tuned base model or the training config's `sample`.
@@ -77,17 +120,9 @@ def export_checkpoint(
     from tld.model import Denoiser, DenoiserConfig
     from tld.model.state import load_checked
 
-    folder = Path(checkpoint)
-    if (folder / "checkpoints").is_dir():  # a run's output folder: take its newest checkpoint
-        found = ckpt.latest_checkpoint(folder / "checkpoints")
-        if found is None:
-            raise TLDError(f"no complete checkpoint under {folder / 'checkpoints'}")
-        folder = found
-    loaded = ckpt.load_checkpoint(folder)
-    state = loaded["state"]
-    weights = loaded["ema"] if ema else loaded["model"]
-    if weights is None:
-        raise TLDError(f"{folder} holds no EMA weights; export with ema=False (--no-ema)")
+    folder = checkpoint_folder(checkpoint)
+    state = ckpt.read_state(folder)
+    weights, decay = _pick_weights(folder, state, ema, ema_decay)
     net = Denoiser(DenoiserConfig.from_dict(state["compat"]["model"]))
     load_checked(net, weights, str(folder))
     out = Path(out_dir)
@@ -101,6 +136,7 @@ def export_checkpoint(
         "vae": _export_vae(dataset.get("vae") or {}, out, copy_local_components),
         "text_encoder": _export_text_encoder(text_spec or {}, out, copy_local_components),
         "ema": bool(ema),
+        "ema_decay": decay,
         "text_tokens": bool(dataset.get("text_tokens", False)),
         "sampling": sampling_defaults(train_cfg),
         "training": {
@@ -116,3 +152,19 @@ def export_checkpoint(
     update_config_json(out, config)
     net.save_pretrained(out)  # adds the "denoiser" entry to config.json
     return out
+
+
+def export_every_ema(
+    checkpoint: str | os.PathLike, out_dir: str | os.PathLike, copy_local_components: bool = True
+) -> list[Path]:
+    """One model folder per EMA the run tracked, `out_dir/ema_<decay>/`, e.g. to score each with
+    `tld eval sweep`."""
+    folder = checkpoint_folder(checkpoint)
+    decays = ema_files(folder, ckpt.read_state(folder))
+    if not decays:
+        raise TLDError(f"{folder} holds no EMA weights")
+    out = Path(out_dir)
+    return [
+        export_checkpoint(folder, out / f"ema_{decay!r}", True, copy_local_components, decay)
+        for decay in decays
+    ]

@@ -30,7 +30,7 @@ from tld.training.ema import EMA
 from tld.training.fid_eval import start_fid
 from tld.training.lora import attach_training_lora, write_run_adapter
 from tld.training.objective import build_model, build_optimizer, micro_batch_loss
-from tld.training.resume import check_changes, load_resume, record_config
+from tld.training.resume import check_changes, load_resume, record_config, restore_extra_emas
 from tld.training.resume import report as report_resume
 from tld.training.samples import grid_vae, sample_grid, save_grid
 
@@ -124,6 +124,7 @@ class _Run:
     param: Parameterization
     density: Density
     ema: EMA
+    extra_emas: dict[float, EMA]  # ema.extra_decays: more EMA lengths, chosen among at export
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LambdaLR
     compat: dict[str, Any]
@@ -152,6 +153,7 @@ def _start(config: TrainConfig) -> tuple[_Run, dict[str, Any] | None]:
     apply_cpu_kernels(net, config.cpu_kernels if acc.device.type == "cpu" else "off")
     compat = compat_key(config, net.config.to_dict())
     ema = EMA(net, config.ema.decay, config.ema.warmup, config.ema.start_step)
+    extra_emas = {d: EMA(net, d, config.ema.warmup, config.ema.start_step) for d in config.ema.extra_decays}
     trained = [p for p in net.parameters() if p.requires_grad] if config.lora.rank else net.parameters()
     opt = build_optimizer(trained, config.optim)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(config))
@@ -161,6 +163,7 @@ def _start(config: TrainConfig) -> tuple[_Run, dict[str, Any] | None]:
         saved["changes"] = check_changes(saved, config)
         net.load_state_dict(saved["model"])
         ema.load_state_dict(saved["ema"])
+        restore_extra_emas(extra_emas, saved, acc.print)
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
         if acc.scaler is not None and saved["scaler"] is not None:
@@ -169,13 +172,14 @@ def _start(config: TrainConfig) -> tuple[_Run, dict[str, Any] | None]:
     else:
         _seed_everything(derive_seed(config.seed, acc.process_index))
     net, opt = acc.prepare(net, opt)
-    ema.to(acc.device)
+    for average in (ema, *extra_emas.values()):
+        average.to(acc.device)
     train_net = torch.compile(net) if config.compile else net
     param = get_parameterization(**config.diffusion.parameterization)
     density = _density(config.diffusion.density, param)
     run = _Run(
         acc=acc, config=config, data=data, net=net, train_net=train_net, param=param, density=density,
-        ema=ema, opt=opt, sched=sched, compat=compat, step=step, trackers=trackers,
+        ema=ema, extra_emas=extra_emas, opt=opt, sched=sched, compat=compat, step=step, trackers=trackers,
     )  # fmt: skip
     return run, saved
 
@@ -229,7 +233,8 @@ def _optimizer_step(run: _Run, it, first: bool) -> float:
     run.sched.step()
     run.opt.zero_grad(set_to_none=True)
     run.step += 1
-    run.ema.update(acc.unwrap_model(run.net), run.step)
+    for average in (run.ema, *run.extra_emas.values()):
+        average.update(acc.unwrap_model(run.net), run.step)
     return float(acc.gather(total).mean())
 
 
@@ -344,6 +349,7 @@ def _save(run: _Run) -> Path:
         state=state,
         keep_last=config.keep_last,
         scaler_state=acc.scaler.state_dict() if acc.scaler is not None else None,
+        extra_ema_states={d: average.state_dict() for d, average in run.extra_emas.items()},
     )
     acc.wait_for_everyone()
     return path

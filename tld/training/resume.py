@@ -20,6 +20,7 @@ from typing import Any
 from tld.errors import TLDError
 from tld.training import checkpoint as ckpt
 from tld.training.config import TrainConfig
+from tld.training.ema import EMA
 
 # Dotted keys (or key prefixes ending in ".") a resume may change without losing exactness.
 FREE = (
@@ -56,6 +57,19 @@ def load_resume(config: TrainConfig) -> dict[str, Any] | None:
         raise TLDError(f"--resume: no complete checkpoint under {root}")
     folder, saved, skipped = found
     return {**saved, "folder": folder, "skipped": skipped}
+
+
+def restore_extra_emas(
+    extra_emas: dict[float, EMA], saved: dict[str, Any], say: Callable[[str], None]
+) -> None:
+    """Restore each extra EMA (`ema.extra_decays`); one the checkpoint lacks (added with
+    --resume-with-changes) starts from the checkpoint's main EMA, the nearest average it has."""
+    missing = [decay for decay in extra_emas if decay not in saved["extra_ema"]]
+    for decay, average in extra_emas.items():
+        average.load_state_dict(saved["extra_ema"].get(decay, saved["ema"]))
+    if missing:
+        names = ", ".join(str(decay) for decay in missing)
+        say(f"--resume: the checkpoint has no EMA of decay {names}; it starts from the main EMA")
 
 
 def _leaves(defaults: Any, data: Any, prefix: str = "") -> dict[str, Any]:
