@@ -40,6 +40,7 @@ from tld.preprocessing.shards import iter_shard, list_shards
 from tqdm.auto import tqdm
 
 from tld.data.format import CAPTIONS, LABELS, LATENTS, META, TEXT_EMB
+from tld.data.parts import manifest_lock
 from tld.encoders.images import load_image
 from tld.encoders.text import DEFAULT_TEXT_SPEC, TEXT_BACKENDS
 from tld.errors import TLDError
@@ -281,7 +282,8 @@ def encode(shards_dir: str | os.PathLike, out: str | os.PathLike, config: Encode
         dist.barrier()
     meta = None
     if dist.is_main and cfg.layout == "parts":
-        meta = finish_parts(target, shards, cfg, (vae, text), size, settings, Path(shards_dir))
+        with manifest_lock(target):  # concurrent --add runs take turns at the manifest
+            meta = finish_parts(target, shards, cfg, (vae, text), size, settings, Path(shards_dir))
     elif dist.is_main:
         work_dirs = [work / s.stem for s in shards]
         meta = merge_work(target, work_dirs, cfg, vae, text, size, source_dir=Path(shards_dir))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,7 @@ from tld.preprocessing.encode import EncodeConfig, encode
 
 from tld.data import LatentDataset, StepBatches, shuffle
 from tld.data.format import DatasetMeta, open_latent_dataset, read_captions, write_meta
-from tld.data.parts import PartIndex, part_name, write_manifest, write_part
+from tld.data.parts import PartIndex, manifest_lock, part_name, read_manifest, write_manifest, write_part
 from tld.errors import TLDError
 
 
@@ -51,6 +52,42 @@ def test_parts_read_as_one_array_by_arithmetic(tmp_path):
     assert read_captions(tmp_path / "d")["caption"].tolist() == [f"row {r}" for r in range(12)]
     batch = LatentDataset(tmp_path / "d").get(np.array([3, 9]))
     assert batch.latents[:, 0, 0, 0].tolist() == [3.0, 9.0]
+
+
+def test_manifest_lock_serialises_concurrent_manifest_updates(tmp_path):
+    """Two `encode --add` runs finishing together: each reads the manifest, adds its parts and rewrites
+    it under the lock, so no run's parts are lost (without it, read-modify-write races drop entries)."""
+    write_manifest(tmp_path, [])
+
+    def add(tag: str) -> None:
+        for i in range(40):
+            with manifest_lock(tmp_path):
+                parts = read_manifest(tmp_path)
+                write_manifest(tmp_path, [*parts, PartIndex(f"{tag}{i}", 1)])
+
+    workers = [threading.Thread(target=add, args=(tag,)) for tag in "ab"]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    names = [p.name for p in read_manifest(tmp_path)]
+    assert sorted(names) == sorted(f"{t}{i}" for t in "ab" for i in range(40))
+
+    # While one holder has it, a second waits, and goes on once it is released.
+    order: list[str] = []
+
+    def second() -> None:
+        with manifest_lock(tmp_path):
+            order.append("second")
+
+    with manifest_lock(tmp_path):
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        waiter.join(timeout=0.5)
+        assert waiter.is_alive() and order == []
+        order.append("first")
+    waiter.join(timeout=30)
+    assert order == ["first", "second"]
 
 
 def test_part_recorded_with_nan_is_refused_at_open_and_named(tmp_path):

@@ -20,6 +20,8 @@ import json
 import mmap
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ PARTS_DIR = "parts"
 PART_INDEX = "part.json"
 MANIFEST = "parts.json"
 MANIFEST_FORMAT = "tld-parts"
+MANIFEST_LOCK = ".parts.lock"
 
 
 @dataclass
@@ -144,6 +147,26 @@ def read_part_index(folder: Path) -> PartIndex:
         return PartIndex.from_dict(json.loads(path.read_text()))
     except (OSError, json.JSONDecodeError) as exc:
         raise TLDError(f"cannot read part index {path}: {exc}") from None
+
+
+@contextmanager
+def manifest_lock(root: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the dataset's manifest while reading and rewriting it: two `encode
+    --add` runs that finish at the same time then take turns, and the second one's read sees the
+    first one's parts instead of overwriting them. A POSIX advisory lock (flock) on <root>/.parts.lock:
+    it serialises processes on one machine or on a shared file system that supports flock."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock (concurrent --add is then the user's to avoid)
+        yield
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / MANIFEST_LOCK, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_manifest(root: Path, parts: list[PartIndex]) -> None:
