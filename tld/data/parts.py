@@ -35,7 +35,6 @@ PARTS_DIR = "parts"
 PART_INDEX = "part.json"
 MANIFEST = "parts.json"
 MANIFEST_FORMAT = "tld-parts"
-MANIFEST_LOCK = ".parts.lock"
 
 
 @dataclass
@@ -153,20 +152,21 @@ def read_part_index(folder: Path) -> PartIndex:
 def manifest_lock(root: Path) -> Iterator[None]:
     """Hold an exclusive lock on the dataset's manifest while reading and rewriting it: two `encode
     --add` runs that finish at the same time then take turns, and the second one's read sees the
-    first one's parts instead of overwriting them. A POSIX advisory lock (flock) on <root>/.parts.lock:
-    it serialises processes on one machine or on a shared file system that supports flock."""
+    first one's parts instead of overwriting them. A POSIX advisory lock (flock) on the dataset folder
+    itself (no lock file is left behind): it serialises processes on one machine or on a shared file
+    system that supports flock."""
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock (concurrent --add is then the user's to avoid)
         yield
         return
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / MANIFEST_LOCK, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock
 
 
 def write_manifest(root: Path, parts: list[PartIndex]) -> None:
