@@ -48,13 +48,15 @@ def main() -> None:
     print("| run | cfg | FID | precision | recall | class acc. |")
     print("|---|---|---|---|---|---|")
     for run in sorted(p for p in root.iterdir() if p.is_dir()):
-        for ev in sorted(run.glob("eval_cfg*/results.csv")):
+        for ev in sorted(run.glob("eval_*cfg*/results.csv")):
+            ema = ev.parent.name.removeprefix("eval_").partition("_cfg")[0]  # "ema_0.9999" or ""
+            name = f"{run.name} ({ema.replace('_', ' ')})" if ema.startswith("ema_") else run.name
             with ev.open() as f:
                 for row in csv.DictReader(f):
                     cells = [row.get(k, "") for k in ("fid", "precision", "recall", "class_accuracy")]
                     nums = [f"{float(c):.3f}" if c else "-" for c in cells]
                     nums[0] = f"{float(cells[0]):.2f}" if cells[0] else "-"
-                    print(f"| {run.name} | {row.get('used_cfg')} | " + " | ".join(nums) + " |")
+                    print(f"| {name} | {row.get('used_cfg')} | " + " | ".join(nums) + " |")
 
 
 if __name__ == "__main__":
