@@ -46,7 +46,7 @@ run() {
   eval "\"$TLD\" train --config configs/emoji_demo.yaml --set resume=auto --set output_dir=$dir \
     --set data.path=$RUN/latents --set steps=$STEPS --set sample.every=0 --set tracker=none \
     --set progress=false ${RUNS[$name]} --export $dir/model"
-  "$PY" - "$dir/model/config.json" <<'EOF'
+  python3 - "$dir/model/config.json" <<'EOF'
 import json, sys
 path = sys.argv[1]
 cfg = json.load(open(path))
