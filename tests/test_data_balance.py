@@ -95,11 +95,39 @@ def test_each_row_appears_its_repeat_count_per_epoch_and_batches_are_reproducibl
     assert sorted(np.concatenate([plain.indices(k) for k in range(2)]).tolist()) == list(range(12))
 
 
-@pytest.mark.parametrize("repeats", [np.ones(11, dtype=np.int64), np.zeros(12, dtype=np.int64), np.ones(12)])
+@pytest.mark.parametrize(
+    "repeats",
+    [np.ones(11, dtype=np.int64), np.zeros(12, dtype=np.int64), np.ones(12), -np.ones(12, dtype=np.int64)],
+)
 def test_bad_repeat_arrays_are_refused(tmp_path, repeats):
     data = LatentDataset(write_dataset(tmp_path / "d", n=12, val=0))
-    with pytest.raises(TLDError, match="repeats must be 12 integers >= 1"):
+    with pytest.raises(TLDError, match="repeats must be 12 integers >= 0"):
         StepBatches(data, batch_size=4, seed=0, repeats=repeats)
+
+
+def test_dropped_phrases_leave_their_rows_out_of_every_epoch(tmp_path):
+    captions = [
+        "waving hand, noto style",
+        "waving hand medium skin tone, noto style",
+        "Waving hand  Dark Skin Tone",  # case and spacing do not matter
+        "black heart",
+        "skin toner bottle",  # whole words only: not "skin tone"
+    ]
+    config = BalanceConfig(words=["black"], target=3, drop=["skin tone"])
+    repeats, report = caption_repeats(captions, config)
+    assert repeats.tolist() == [1, 0, 0, 3, 1]
+    assert report["(dropped)"] == {"rows": 2, "repeat": 0}
+    data = LatentDataset(write_dataset(tmp_path / "d", n=5, val=0))
+    batches = StepBatches(data, batch_size=5, seed=0, repeats=repeats)
+    assert batches.epoch_size == 5
+    epoch = Counter(np.concatenate([batches.indices(k) for k in range(1)]).tolist())
+    assert epoch == {0: 1, 3: 3, 4: 1}  # rows 1 and 2 never drawn
+    with pytest.raises(TLDError, match="matches every one of the 2 captions"):
+        caption_repeats(["a skin tone", "b skin tone"], BalanceConfig(drop=["skin tone"]))
+    with pytest.raises(TLDError, match="drop must be non-empty phrases"):
+        BalanceConfig(drop=[" "])
+    cfg = TrainConfig.from_dict({"data": {"balance": {"drop": ["skin tone"]}}})
+    assert cfg.data.balance.drop == ["skin tone"] and cfg.data.balance.active
 
 
 def test_balanced_repeats_reads_the_folder_captions_and_checks_them(tmp_path, capsys):
@@ -119,6 +147,9 @@ def test_balanced_repeats_reads_the_folder_captions_and_checks_them(tmp_path, ca
     )
     with pytest.raises(TLDError, match="has 8 captions for 9 latent rows"):
         balanced_repeats(folder, 9, config)
+    _with_captions(folder, ["black cat"] + ["dog"] * 6 + ["dog medium skin tone"])
+    repeats = balanced_repeats(folder, 8, BalanceConfig(drop=["skin tone"]))  # drop alone turns it on
+    assert repeats.tolist() == [1] * 7 + [0] and "dropped 1 matching 'skin tone'" in capsys.readouterr().out
 
 
 def test_a_balanced_run_trains_on_the_repeated_rows_and_resumes_exactly(tmp_path):

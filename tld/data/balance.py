@@ -1,10 +1,15 @@
-"""Caption-word balancing: rows whose caption starts with a rare word are repeated within an epoch.
+"""Caption-word balancing: rows whose caption starts with a rare word are repeated within an epoch,
+and rows whose caption contains a `drop` phrase are left out of it.
 
 A dataset where "black heart" is 126 of 15k captions teaches "black" poorly. `caption_repeats` gives
 each row an integer repeat count: rows whose caption's first word is one of `words` get about
 `target / count(word)` repeats (at least 1, at most `max_repeat`), every other row 1. The training
 sampler then draws each epoch as a permutation of the rows repeated by these counts, so batch k
 still depends only on (seed, k, rank) and resuming needs no sampler state.
+
+`drop` lists phrases (matched as whole words, case-insensitive, anywhere in the caption) whose rows get
+0 repeats: near-duplicate variants that would otherwise take a large share of every epoch (half of the
+emoji set is skin-tone variants of people: `drop: ["skin tone"]`) are skipped without re-encoding.
 """
 
 from __future__ import annotations
@@ -26,11 +31,16 @@ _FIRST_WORD = re.compile(r"[a-z]+")
 
 @dataclass
 class BalanceConfig:
-    """`data.balance` of a training config; off while `words` is empty."""
+    """`data.balance` of a training config; off while `words` and `drop` are empty."""
 
     words: list[str] = field(default_factory=list)  # e.g. colour words: [red, orange, ..., white]
     target: int = 1000  # aim: rows per word per epoch (after repeats)
     max_repeat: int = 8  # no row is seen more than this many times per epoch
+    drop: list[str] = field(default_factory=list)  # phrases whose rows are left out, e.g. ["skin tone"]
+
+    @property
+    def active(self) -> bool:
+        return bool(self.words or self.drop)
 
     def __post_init__(self) -> None:
         if self.words and self.target < 1:
@@ -40,6 +50,9 @@ class BalanceConfig:
         bad = [w for w in self.words if not isinstance(w, str) or not _FIRST_WORD.fullmatch(w.lower())]
         if bad:
             raise TLDError(f"data.balance.words must be single letter-only words, got {bad}")
+        bad = [p for p in self.drop if not isinstance(p, str) or not p.strip()]
+        if bad:
+            raise TLDError(f"data.balance.drop must be non-empty phrases, got {bad}")
 
 
 def first_word(caption: str) -> str:
@@ -55,6 +68,14 @@ def caption_repeats(captions: list[str], config: BalanceConfig) -> tuple[np.ndar
     repeat_of = {w: int(np.clip(round(config.target / n), 1, config.max_repeat)) for w, n in counts.items()}
     repeats = np.array([repeat_of.get(w, 1) for w in firsts], dtype=np.int64)
     report = {w: {"rows": counts.get(w, 0), "repeat": repeat_of.get(w, 0)} for w in sorted(words)}
+    if config.drop:
+        phrases = "|".join(re.escape(" ".join(p.lower().split())) for p in config.drop)
+        pattern = re.compile(rf"\b(?:{phrases})\b")
+        dropped = np.array([bool(pattern.search(" ".join(c.lower().split()))) for c in captions], dtype=bool)
+        repeats[dropped] = 0
+        if dropped.all():
+            raise TLDError(f"data.balance.drop {config.drop} matches every one of the {len(captions)} captions")
+        report["(dropped)"] = {"rows": int(dropped.sum()), "repeat": 0}
     return repeats, report
 
 
@@ -79,10 +100,13 @@ def balanced_repeats(
     folder: str | os.PathLike, rows: int, config: BalanceConfig, verbose: bool = True
 ) -> np.ndarray | None:
     """Repeat counts for a latent folder, or None when balancing is off; prints the per-word report."""
-    if not config.words:
+    if not config.active:
         return None
     repeats, report = caption_repeats(read_latent_captions(folder, rows), config)
+    dropped = report.pop("(dropped)", None)
     parts = [f"{w} {r['rows']}x{r['repeat']}" for w, r in report.items() if r["rows"]]
+    if dropped is not None:
+        parts.append(f"dropped {dropped['rows']} matching {', '.join(repr(p) for p in config.drop)}")
     missing = [w for w, r in report.items() if not r["rows"]]
     if not verbose:
         return repeats

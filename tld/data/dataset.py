@@ -237,13 +237,15 @@ class StepBatches(Dataset):
 
     @staticmethod
     def _epoch_rows(n: int, repeats: np.ndarray | None) -> np.ndarray | None:
-        """Row ids of one epoch before shuffling: each row `repeats[i]` times (None: each once)."""
+        """Row ids of one epoch before shuffling: each row `repeats[i]` times (None: each once; 0: never)."""
         if repeats is None:
             return None
         repeats = np.asarray(repeats)
-        if repeats.shape != (n,) or not np.issubdtype(repeats.dtype, np.integer) or (repeats < 1).any():
+        bad = repeats.shape != (n,) or not np.issubdtype(repeats.dtype, np.integer)
+        if bad or (repeats < 0).any() or not repeats.any():
             raise TLDError(
-                f"repeats must be {n} integers >= 1 (one per row), got {repeats.dtype} {repeats.shape}"
+                f"repeats must be {n} integers >= 0 (one per row, 0 = left out, not all 0), got "
+                f"{repeats.dtype} {repeats.shape}"
             )
         return np.repeat(np.arange(n, dtype=np.int64), repeats)
 
