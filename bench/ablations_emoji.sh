@@ -32,6 +32,8 @@ declare -A RUNS=(
   [adaln]=""
   [adaln_seed1]="--set seed=1"
   [flow_adaln]="$FLOW"
+  # half of the set is skin-tone variants of people emoji: leave them out (data.balance.drop)
+  [adaln_noskin]="--set 'data.balance.drop=[skin tone]'"
   [adaln_wide]="--set model.embed_dim=256 --set model.depth=6 --set model.num_heads=4 --set steps=$((STEPS * 4 / 10))"
 )
 
