@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--vae-steps", type=int, help="VAE training steps (default 3500)")
     p.add_argument("--vae", metavar="DIR", help="use this VAE (a `tld train-vae` folder) instead of training one")
-    p.add_argument("--train-steps", type=int, help="denoiser training steps (default 7000, configs/emoji_demo.yaml)")
+    p.add_argument("--train-steps", type=int, help="denoiser training steps (default: configs/emoji_demo.yaml's, 10000)")
     p.add_argument("--seeds", type=int, default=8, help="seeds per colour prompt in the evaluation")
     p.add_argument("--ship", metavar="DIR", help="also write the fp16 bundle + model card to DIR")
     p.add_argument("--no-progress", action="store_true")
