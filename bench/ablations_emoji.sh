@@ -5,7 +5,8 @@
 #   bash bench/ablations_emoji.sh floor               # FID of the VAE round trip (the floor) and of real images
 #   bash bench/ablations_emoji.sh list                # the runs this script knows
 #
-# Every run is configs/emoji_demo.yaml (3.7M parameters with adaLN-Zero, 2.3M without; batch 32; fp32)
+# Every run is configs/emoji_demo.yaml (the shipped demo's recipe: 2.26M parameters, 3.67M with adaLN-Zero;
+# batch 32; in fp32 here)
 # with one change, trained for a fixed budget of STEPS (default 4500, about 30 minutes on one CPU
 # core). Needs the recipe's data: `tld recipe emoji --out runs/emoji` up to its encode step (or
 # runs/emoji/latents encoded with weights/tld-emoji/vae). One core each (OMP_NUM_THREADS=1).
@@ -27,14 +28,17 @@ REAL=$OUT/floor.images  # drawn by `floor` (bench/vae_floor.py): 2000 random ima
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 FLOW="--set 'diffusion.parameterization={name: flow}' --set 'diffusion.density={name: logit_normal}'"
+ADALN="--set model.adaln=true"
 declare -A RUNS=(
-  [base]="--set model.adaln=false"
-  [adaln]=""
-  [adaln_seed1]="--set seed=1"
-  [flow_adaln]="$FLOW"
+  [base]=""
+  [adaln]="$ADALN"
+  [adaln_seed1]="$ADALN --set seed=1"
+  [flow_adaln]="$ADALN $FLOW"
   # half of the set is skin-tone variants of people emoji: leave them out (data.balance.drop)
-  [adaln_noskin]="--set 'data.balance.drop=[skin tone]'"
-  [adaln_wide]="--set model.embed_dim=256 --set model.depth=6 --set model.num_heads=4 --set steps=$((STEPS * 4 / 10))"
+  [adaln_noskin]="$ADALN --set 'data.balance.drop=[skin tone]'"
+  [adaln_wide]="$ADALN --set model.embed_dim=256 --set model.depth=6 --set model.num_heads=4 --set steps=$((STEPS * 4 / 10))"
+  # the candidate demo: adaLN-Zero for 10000 steps (docs/results_recipe.md)
+  [demo_v2]="$ADALN --set steps=10000"
 )
 
 floor() {
@@ -46,7 +50,7 @@ run() {
   local name=$1 dir=$OUT/$1
   mkdir -p "$dir"
   eval "\"$TLD\" train --config configs/emoji_demo.yaml --set resume=auto --set output_dir=$dir \
-    --set data.path=$RUN/latents --set steps=$STEPS --set sample.every=0 --set tracker=none \
+    --set data.path=$RUN/latents --set steps=$STEPS --set \"mixed_precision='no'\" --set sample.every=0 --set tracker=none \
     --set progress=false ${RUNS[$name]} --export $dir/model"
   python3 - "$dir/model/config.json" <<'EOF'
 import json, sys
