@@ -47,6 +47,19 @@ def tiny_recipe(tmp_path) -> EmojiRecipe:
     )  # fmt: skip
 
 
+def _check_summary(r, summary: dict) -> None:
+    """The colour table (with its real-image ceiling) and the shape table of the eval step."""
+    assert len(summary["rows"]) == 27 and summary["images"] == 54
+    assert 0.0 <= summary["overall"] <= 1.0
+    # The ceiling is measured on the data: the tiny set's one "red heart" is classed red.
+    assert summary["real"]["per_colour"]["red"] == 1.0 and summary["real"]["images"] == 1
+    # The shape table: the same colours x heart, circle, square on seeds the colour table does not use,
+    # with the classifier's score on the real images captioned with a shape (the tiny set's red heart).
+    shapes = summary["shapes"]
+    assert shapes["images"] == 54 and shapes["seed_start"] == r.shape_seed == 1000
+    assert shapes["real"]["counts"]["heart"] == 1 and shapes["real"]["images"] == 1
+
+
 def _check_shipped(r, summary: dict, shipped) -> None:
     """The fp16 bundle: its sampling defaults are the colour table's guidance, its card says so, it loads."""
     weights = load_file(str(shipped / "denoiser.safetensors"))
@@ -108,15 +121,7 @@ def test_recipe_runs_resumes_and_ships(tmp_path, capsys, monkeypatch):
     assert "8 images:" in recaptioned["captions"] and "CC BY-SA 4.0" in recaptioned["license"]
     assert "CC BY-SA 4.0" in meta["license"] and "MIT" in meta["license"]
 
-    assert len(summary["rows"]) == 27 and summary["images"] == 54
-    assert 0.0 <= summary["overall"] <= 1.0
-    # The ceiling is measured on the data: the tiny set's one "red heart" is classed red.
-    assert summary["real"]["per_colour"]["red"] == 1.0 and summary["real"]["images"] == 1
-    # The shape table: the same colours x heart, circle, square on seeds the colour table does not use,
-    # with the classifier's score on the real images captioned with a shape (the tiny set's red heart).
-    shapes = summary["shapes"]
-    assert shapes["images"] == 54 and shapes["seed_start"] == r.shape_seed == 1000
-    assert shapes["real"]["counts"]["heart"] == 1 and shapes["real"]["images"] == 1
+    _check_summary(r, summary)
     _check_shipped(r, summary, tmp_path / "shipped")
 
     timings = json.loads((r.out / "timings.json").read_text())
