@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from train_fixtures import tiny_run_settings
+from train_fixtures import reset_accelerate, tiny_run_settings
 
 from tld.cli import main
 from tld.errors import TLDError
@@ -16,17 +16,10 @@ from tld.training.export import export_checkpoint
 from tld.training.loop import train
 
 
-def _reset_accelerate():
-    from accelerate.state import AcceleratorState, PartialState
-
-    AcceleratorState._reset_state(True)
-    PartialState._reset_state()
-
-
 @pytest.fixture(autouse=True)
 def fresh_accelerate():
     yield
-    _reset_accelerate()
+    reset_accelerate()
 
 
 # Within 8 steps the warmup ramp min(decay, (1 + n) / (10 + n)) stays under 0.5: a 0.3 cap shows in
@@ -51,12 +44,12 @@ def test_extra_decays_are_tracked_like_a_main_ema_of_that_decay_and_resume_exact
     assert not _equal(saved["extra_ema"][0.3], saved["ema"])
     assert _equal(saved["extra_ema"][0.9999], saved["ema"])  # both still on the warmup ramp
 
-    _reset_accelerate()  # the 0.3 EMA is what a run whose main EMA has decay 0.3 keeps
+    reset_accelerate()  # the 0.3 EMA is what a run whose main EMA has decay 0.3 keeps
     alone = ckpt.load_checkpoint(_run(tmp_path, "alone", "steps=8", "ema.decay=0.3").last_checkpoint)
     assert _equal(alone["model"], saved["model"])
     assert _equal(alone["ema"], saved["extra_ema"][0.3])
 
-    _reset_accelerate()  # a resume from its step 4 to 8: the same extra EMAs as 8 straight steps
+    reset_accelerate()  # a resume from its step 4 to 8: the same extra EMAs as 8 straight steps
     step_4 = f"resume={tmp_path / 'straight' / 'checkpoints' / 'step_4'}"
     resumed = ckpt.load_checkpoint(_run(tmp_path, "resumed", *EXTRAS, step_4).last_checkpoint)
     assert resumed["state"]["step"] == 8 and not (tmp_path / "resumed" / "checkpoints" / "step_4").exists()
@@ -75,10 +68,10 @@ def test_a_run_without_extra_decays_writes_the_same_checkpoint_files_as_before(t
 def test_resume_with_changes_starts_a_new_extra_ema_from_the_main_one(tmp_path, capsys):
     _run(tmp_path, "run", "steps=4", "checkpoint_every=4")
     main_ema = ckpt.load_checkpoint(tmp_path / "run" / "checkpoints" / "step_4")["ema"]
-    _reset_accelerate()
+    reset_accelerate()
     with pytest.raises(TLDError, match="ema.extra_decays"):  # not an exact continuation
         _run(tmp_path, "run", "steps=4", "ema.extra_decays=[0.3]", "resume=latest")
-    _reset_accelerate()
+    reset_accelerate()
     args = ["steps=5", "ema.extra_decays=[0.3]", "resume=latest", "resume_with_changes=true"]
     result = _run(tmp_path, "run", *args)
     assert "has no EMA of decay 0.3; it starts from the main EMA" in capsys.readouterr().out

@@ -82,3 +82,11 @@ def tiny_run_settings(tmp_path: Path, run: str = "run", warmup: int = 5) -> list
         "tracker=none",
         "progress=false",
     ]
+
+
+def reset_accelerate() -> None:
+    """Forget accelerate's process-wide state, so the next run in this process starts fresh."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    AcceleratorState._reset_state(True)
+    PartialState._reset_state()
