@@ -11,7 +11,7 @@ from train_fixtures import reset_accelerate, tiny_run_settings
 from tld.cli import main
 from tld.errors import TLDError
 from tld.training import checkpoint as ckpt
-from tld.training.config import load_config
+from tld.training.config import EMAConfig, load_config
 from tld.training.export import export_checkpoint
 from tld.training.loop import train
 
@@ -74,7 +74,10 @@ def test_resume_with_changes_starts_a_new_extra_ema_from_the_main_one(tmp_path, 
     reset_accelerate()
     args = ["steps=5", "ema.extra_decays=[0.3]", "resume=latest", "resume_with_changes=true"]
     result = _run(tmp_path, "run", *args)
-    assert "has no EMA of decay 0.3; it starts from the main EMA" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "has no EMA of decay 0.3; it starts from the main EMA" in out
+    # at step 5 the ramp is 6 / 15 = 0.4: 0.3 takes effect, the main 0.999 does not (warned, not identical)
+    assert "EMA decay(s) [0.999] never take effect (set ema.warmup: false" in out
     saved = ckpt.load_checkpoint(result.last_checkpoint)
     extra, model = saved["extra_ema"][0.3], saved["model"]
     assert extra.keys() == main_ema.keys()
@@ -161,3 +164,16 @@ def test_train_exports_the_chosen_decay(tmp_path):
     assert config["ema_decay"] == 0.3
     saved = ckpt.load_checkpoint(tmp_path / "run" / "checkpoints" / "step_4")
     assert _equal(Denoiser.from_pretrained(tmp_path / "model").state_dict(), saved["extra_ema"][0.3])
+
+
+def test_the_warmup_ramp_warning_names_the_decays_it_caps_for_the_whole_run():
+    # 2500 steps: the ramp reaches (1 + 2500) / (10 + 2500) = 0.99641, under all three decays
+    three = EMAConfig(decay=0.999, extra_decays=[0.9995, 0.9999]).ramp_warning(2500)
+    assert "reaches only 0.99641 by step 2500" in three
+    assert "[0.999, 0.9995, 0.9999] never take effect; they will be bit-identical" in three
+    # 24000 steps: 0.99963, past 0.999 and 0.9995; only 0.9998 stays capped
+    one = EMAConfig(decay=0.999, extra_decays=[0.9995, 0.9998]).ramp_warning(24000)
+    assert "[0.9998] never take effect (" in one
+    assert EMAConfig(decay=0.999, extra_decays=[0.9995]).ramp_warning(24000) is None
+    assert EMAConfig(decay=0.999, warmup=False, extra_decays=[0.9999]).ramp_warning(10) is None
+    assert EMAConfig(decay=0.999, start_step=20000, extra_decays=[0.9995]).ramp_warning(24000) is not None

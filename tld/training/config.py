@@ -121,6 +121,26 @@ class EMAConfig:
         if len(set(self.extra_decays)) != len(self.extra_decays):
             raise TLDError(f"ema.extra_decays holds a decay twice: {self.extra_decays}")
 
+    def ramp_warning(self, steps: int) -> str | None:
+        """A one-line warning when the warmup ramp caps some decays for the whole run of `steps` steps.
+
+        min(d, (1 + n) / (10 + n)) is below d until n = (10d - 1) / (1 - d): such a decay never takes
+        effect, and two or more such decays give bit-identical averages (EMA lengths compared that way
+        compare nothing).
+        """
+        if not self.warmup:
+            return None
+        n = max(steps - self.start_step, 0)
+        ramp = (1.0 + n) / (10.0 + n)
+        capped = sorted(d for d in (self.decay, *self.extra_decays) if d > ramp)
+        if not capped:
+            return None
+        same = "; they will be bit-identical" if len(capped) > 1 else ""
+        return (
+            f"[ema] warning: the warmup ramp (1 + n) / (10 + n) reaches only {ramp:.5f} by step {steps}, so "
+            f"EMA decay(s) {capped} never take effect{same} (set ema.warmup: false to compare EMA lengths)"
+        )
+
 
 @dataclass
 class SampleConfig:

@@ -154,6 +154,8 @@ def _start(config: TrainConfig) -> tuple[_Run, dict[str, Any] | None]:
     compat = compat_key(config, net.config.to_dict())
     ema = EMA(net, config.ema.decay, config.ema.warmup, config.ema.start_step)
     extra_emas = {d: EMA(net, d, config.ema.warmup, config.ema.start_step) for d in config.ema.extra_decays}
+    if config.ema.extra_decays and (warning := config.ema.ramp_warning(config.steps)):
+        acc.print(warning)
     trained = [p for p in net.parameters() if p.requires_grad] if config.lora.rank else net.parameters()
     opt = build_optimizer(trained, config.optim)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(config))
