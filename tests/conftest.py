@@ -36,3 +36,12 @@ def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_hf_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A transformers CLIPTextModelWithProjection folder: pooled dim 24, token dim 32, 16 tokens."""
     return make_tiny_hf_clip(tmp_path_factory.mktemp("tiny_hf_clip"))
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate():
+    """Forget accelerate's process-wide state after each test, so the next training run starts fresh."""
+    yield
+    from train_fixtures import reset_accelerate
+
+    reset_accelerate()

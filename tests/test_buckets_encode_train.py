@@ -27,15 +27,6 @@ WIDE = {i for i, (w, h) in enumerate(SIZES) if w >= 2 * h}
 BUCKETS = "16x16,12x24"  # pixel height x width; the tiny VAE halves them: latents 4x8x8 and 4x6x12
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate():
-    from accelerate.state import AcceleratorState, PartialState
-
-    yield
-    AcceleratorState._reset_state(True)
-    PartialState._reset_state()
-
-
 def _images(folder):
     folder.mkdir()
     rng = np.random.default_rng(0)

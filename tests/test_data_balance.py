@@ -20,15 +20,6 @@ from tld.training.loop import train
 COLOURS = ["red", "black", "white"]
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate():
-    from accelerate.state import AcceleratorState, PartialState
-
-    yield
-    AcceleratorState._reset_state(True)
-    PartialState._reset_state()
-
-
 def test_first_word_ignores_case_and_punctuation():
     assert first_word("Black heart, noto style") == "black"
     assert first_word("  red-haired man") == "red"

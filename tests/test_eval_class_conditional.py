@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from idx_fixtures import write_idx
+from train_fixtures import reset_accelerate
 
 from tld.cli import main
 from tld.errors import TLDError
@@ -114,7 +115,6 @@ def test_classifier_bad_input(tmp_path, shards):
 @pytest.fixture(scope="module")
 def class_model(shards, tmp_path_factory, tiny_vae_dir, tiny_clip_dir):
     """A tiny class-conditional model trained 30 steps on the encoded pattern shards, exported."""
-    from accelerate.state import AcceleratorState, PartialState
     from tld.preprocessing.encode import EncodeConfig, encode
 
     from tld.training import train
@@ -128,8 +128,7 @@ def class_model(shards, tmp_path_factory, tiny_vae_dir, tiny_clip_dir):
     overrides += [f"output_dir={root / 'run'}", "batch_size=8", "steps=30", "sample.every=0"]
     overrides += ["tracker=none", "progress=false", "checkpoint_every=0", "optim.warmup_steps=5"]
     result = train(load_config(None, overrides))
-    AcceleratorState._reset_state(True)
-    PartialState._reset_state()
+    reset_accelerate()
     return export_checkpoint(result.last_checkpoint, root / "model")
 
 

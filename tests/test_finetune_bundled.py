@@ -23,15 +23,6 @@ from tld.training.objective import build_model
 RGB = {"red": (220, 30, 30), "green": (40, 170, 40), "blue": (30, 60, 220), "yellow": (240, 210, 30)}
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate():
-    from accelerate.state import AcceleratorState, PartialState
-
-    yield
-    AcceleratorState._reset_state(True)
-    PartialState._reset_state()
-
-
 def _shape(colour: str, shape: str, inset: int) -> Image.Image:
     image = Image.new("RGB", (64, 64), "white")
     box = (inset, inset, 63 - inset, 63 - inset)

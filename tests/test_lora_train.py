@@ -18,15 +18,6 @@ from tld.training.config import load_config
 from tld.training.loop import train
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate():
-    from accelerate.state import AcceleratorState, PartialState
-
-    yield
-    AcceleratorState._reset_state(True)
-    PartialState._reset_state()
-
-
 def test_lora_run_trains_only_the_adapter(tmp_path, capsys):
     torch.manual_seed(0)
     base = Denoiser(DenoiserConfig.preset("tiny"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from train_fixtures import pattern_latents, write_dataset
+from train_fixtures import pattern_latents, reset_accelerate, write_dataset
 
 from tld.data.format import read_meta, write_meta
 from tld.model import Denoiser
@@ -25,8 +25,6 @@ PARAMS = {
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, tiny_vae_dir):
     """name -> (model folder, first-10/last-10 loss ratio), one tiny model per parameterization."""
-    from accelerate.state import AcceleratorState, PartialState
-
     root = tmp_path_factory.mktemp("params")
     data = write_dataset(root / "data", n=32, labels=True)
     meta = read_meta(data)
@@ -52,8 +50,7 @@ def models(tmp_path_factory, tiny_vae_dir):
             f"diffusion.density={density}",
         ]
         result = train(load_config(None, overrides))
-        AcceleratorState._reset_state(True)
-        PartialState._reset_state()
+        reset_accelerate()
         ratio = sum(result.losses[-10:]) / sum(result.losses[:10])
         out[name] = (export_checkpoint(result.last_checkpoint, root / f"{name}_model"), ratio)
     return out

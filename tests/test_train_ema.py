@@ -15,13 +15,6 @@ from tld.training.config import EMAConfig, load_config
 from tld.training.export import export_checkpoint
 from tld.training.loop import train
 
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate():
-    yield
-    reset_accelerate()
-
-
 # Within 8 steps the warmup ramp min(decay, (1 + n) / (10 + n)) stays under 0.5: a 0.3 cap shows in
 # the average, a 0.9999 one does not yet (it equals the main 0.999 EMA: the same warmup rule).
 EXTRAS = ["steps=8", "checkpoint_every=4", "ema.extra_decays=[0.3, 0.9999]"]

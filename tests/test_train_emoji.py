@@ -3,20 +3,9 @@
 import json
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from tld.cli import main
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate():
-    from accelerate.state import AcceleratorState, PartialState
-
-    yield
-    AcceleratorState._reset_state(True)
-    PartialState._reset_state()
-
 
 TINY_ENCODE = dict(
     latent_scale=1.0, text_encoder="minilm", image_size=16, val_holdout=4, batch_size=8, progress=False

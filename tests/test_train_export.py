@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 from train_fixtures import write_dataset
@@ -11,15 +10,6 @@ from train_fixtures import write_dataset
 from tld.cli import main
 from tld.data.format import read_meta, write_meta
 from tld.training import checkpoint as ckpt
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate():
-    from accelerate.state import AcceleratorState, PartialState
-
-    yield
-    AcceleratorState._reset_state(True)
-    PartialState._reset_state()
 
 
 def test_cli_train_samples_with_vae_and_exports_a_model_folder(tmp_path, tiny_vae_dir, tiny_clip_dir):

@@ -21,15 +21,6 @@ from tld.training.fid_eval import start_fid
 from tld.training.loop import train
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate():
-    yield
-    from accelerate.state import AcceleratorState, PartialState
-
-    AcceleratorState._reset_state(True)
-    PartialState._reset_state()
-
-
 def _data_with_vae(tmp_path: Path, vae: Path | None) -> Path:
     """The 32-row pattern dataset (4x8x8 latents, 16x16 images through the tiny VAE) with its VAE recorded."""
     folder = write_dataset(tmp_path / "data", n=32)

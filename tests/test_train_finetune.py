@@ -15,15 +15,6 @@ from tld.training.loop import train
 from tld.training.objective import build_model
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate():
-    from accelerate.state import AcceleratorState, PartialState
-
-    yield
-    AcceleratorState._reset_state(True)
-    PartialState._reset_state()
-
-
 def _base(tmp_path):
     torch.manual_seed(0)
     net = Denoiser(DenoiserConfig.preset("tiny"))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from train_fixtures import pattern_latents, tiny_run_settings, write_dataset
+from train_fixtures import pattern_latents, reset_accelerate, tiny_run_settings, write_dataset
 
 from tld.data import LatentDataset
 from tld.diffusion import get_parameterization
@@ -13,19 +13,6 @@ from tld.training import checkpoint as ckpt
 from tld.training.config import load_config
 from tld.training.loop import train
 from tld.training.samples import sample_latents, validation_condition
-
-
-def _reset_accelerate():
-    from accelerate.state import AcceleratorState, PartialState
-
-    AcceleratorState._reset_state(True)
-    PartialState._reset_state()
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate():
-    yield
-    _reset_accelerate()
 
 
 def tiny_config(tmp_path, run="run", *overrides):
@@ -63,9 +50,7 @@ def test_resume_is_bit_exact_and_survives_a_crash_inside_a_write(tmp_path, monke
     with pytest.raises(OSError, match="simulated kill"):
         train(tiny_config(tmp_path, "resumed", *extra))
     monkeypatch.setattr(ckpt, "_write_training_state", real_write)
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(True)
+    reset_accelerate()
     root = tmp_path / "resumed" / "checkpoints"
     assert ckpt.latest_checkpoint(root) == root / "step_6"
 
@@ -80,9 +65,7 @@ def test_resume_is_bit_exact_and_survives_a_crash_inside_a_write(tmp_path, monke
 
 def test_resume_with_a_different_model_config_is_refused(tmp_path):
     train(tiny_config(tmp_path, "run", "steps=2", "checkpoint_every=2"))
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(True)
+    reset_accelerate()
     with pytest.raises(TLDError, match=r"different config \(model.embed_dim"):
         train(tiny_config(tmp_path, "run", "steps=4", "resume=latest", "model.embed_dim=64"))
 
@@ -239,7 +222,7 @@ def test_grad_checkpointing_option_reaches_the_model_and_keeps_the_losses(tmp_pa
     monkeypatch.setattr(denoiser_module, "checkpoint", counting_checkpoint)
     plain = train(tiny_config(tmp_path, "plain", "steps=3", "checkpoint_every=0"))
     assert not calls
-    _reset_accelerate()  # one Accelerator config per process
+    reset_accelerate()  # one Accelerator config per process
     checkpointed = train(
         tiny_config(tmp_path, "ckpt", "steps=3", "checkpoint_every=0", "grad_checkpointing=true")
     )

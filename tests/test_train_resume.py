@@ -10,26 +10,11 @@ import sys
 
 import pytest
 import torch
-from train_fixtures import tiny_run_settings
+from train_fixtures import reset_accelerate, tiny_run_settings
 
 from tld.training import checkpoint as ckpt
 from tld.training.config import load_config
 from tld.training.loop import train
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate():
-    from accelerate.state import AcceleratorState, PartialState
-
-    yield
-    AcceleratorState._reset_state(True)
-    PartialState._reset_state()
-
-
-def _reset_accelerate():
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(True)
 
 
 def _settings(tmp_path, run, *extra):
@@ -71,7 +56,7 @@ def test_resume_with_more_steps_follows_the_new_schedule(tmp_path):
 
     first = ["tracker=tensorboard", "log_every=1", "checkpoint_every=6"]
     train(load_config(None, _settings(tmp_path, "run", "steps=6", *first)))
-    _reset_accelerate()
+    reset_accelerate()
     train(load_config(None, _settings(tmp_path, "run", "steps=12", *first, "resume=latest")))
     lrs = {}
     for path in sorted((tmp_path / "run" / "tld").glob("events.out.tfevents.*")):  # one file per run
@@ -119,7 +104,7 @@ def test_mixed_precision_resume_is_exact(tmp_path, monkeypatch, precision):
     monkeypatch.setattr(accelerate, "Accelerator", _CPUScalerAccelerator.make())
     extra = ["steps=8", "checkpoint_every=4", f"mixed_precision={precision}", "data.flip=true"]
     straight = train(load_config(None, _settings(tmp_path, "straight", *extra)))
-    _reset_accelerate()
+    reset_accelerate()
     step_4 = tmp_path / "straight" / "checkpoints" / "step_4"
     resumed = train(load_config(None, _settings(tmp_path, "resumed", *extra, f"resume={step_4}")))
     assert resumed.step == 8 and straight.losses[4:] == resumed.losses
@@ -137,7 +122,7 @@ def test_mixed_precision_resume_is_exact(tmp_path, monkeypatch, precision):
 def _tld_train(capsys, tmp_path, *args):
     from tld.cli import main
 
-    _reset_accelerate()
+    reset_accelerate()
     argv = ["train"]
     for item in _settings(tmp_path, "run", "checkpoint_every=3"):
         argv += ["--set", item]
