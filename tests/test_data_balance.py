@@ -160,3 +160,37 @@ def test_a_balanced_run_trains_on_the_repeated_rows_and_resumes_exactly(tmp_path
     again = train(load_config(None, resumed_cfg))
     w_again = ckpt.load_checkpoint(again.last_checkpoint)["model"]
     assert all(torch.equal(w_bal[k], w_again[k]) for k in w_bal)
+
+
+def test_boosted_phrases_repeat_their_rows_wherever_the_phrase_is():
+    captions = [
+        "red heart, noto style",
+        "couple with heart, noto style",  # the phrase anywhere, not only first
+        "heart on fire medium skin tone",  # dropped rows stay dropped
+        "black circle",
+        "heartbeat monitor",  # whole words only
+        "black flag",
+    ]
+    config = BalanceConfig(words=["black"], target=6, drop=["skin tone"], boost={"heart": 4, "circle": 2})
+    repeats, report = caption_repeats(captions, config)
+    # "black circle": the word rule gives 6 / 2 = 3, the boost 2: the larger wins
+    assert repeats.tolist() == [4, 4, 0, 3, 1, 3]
+    assert report["~heart"] == {"rows": 2, "repeat": 4}
+    assert report["~circle"] == {"rows": 1, "repeat": 2}
+    assert BalanceConfig(boost={"star": 2}).active
+
+
+@pytest.mark.parametrize("boost", [{"heart": 0}, {"heart": 1.5}, {" ": 2}, {"heart": True}, ["heart"]])
+def test_bad_boosts_are_clear_errors(boost):
+    with pytest.raises(TLDError, match="data.balance.boost"):
+        BalanceConfig(boost=boost)
+
+
+def test_boost_from_a_config_and_its_report(tmp_path, capsys):
+    cfg = TrainConfig.from_dict({"data": {"balance": {"boost": {"heart": 3, "star": 2}}}})
+    assert cfg.data.balance.boost == {"heart": 3, "star": 2}
+    folder = _with_captions(write_dataset(tmp_path / "d", n=4, val=0), ["red heart", "a", "b heart", "c"])
+    repeats = balanced_repeats(folder, 4, cfg.data.balance)
+    assert repeats.tolist() == [3, 1, 3, 1]
+    out = capsys.readouterr().out
+    assert "epoch of 8 rows from 4" in out and "~heart 2x3" in out and "no kept caption contains: star" in out

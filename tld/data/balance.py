@@ -10,6 +10,10 @@ still depends only on (seed, k, rank) and resuming needs no sampler state.
 `drop` lists phrases (matched as whole words, case-insensitive, anywhere in the caption) whose rows get
 0 repeats: near-duplicate variants that would otherwise take a large share of every epoch (half of the
 emoji set is skin-tone variants of people: `drop: ["skin tone"]`) are skipped without re-encoding.
+
+`boost` maps phrases (matched the same way) to a repeat count: a concept that appears anywhere in few
+captions ("heart", "circle") is seen that many times per epoch, whatever word the caption starts with.
+A row gets the largest count any of its rules gives it; `drop` wins over everything.
 """
 
 from __future__ import annotations
@@ -37,10 +41,11 @@ class BalanceConfig:
     target: int = 1000  # aim: rows per word per epoch (after repeats)
     max_repeat: int = 8  # no row is seen more than this many times per epoch
     drop: list[str] = field(default_factory=list)  # phrases whose rows are left out, e.g. ["skin tone"]
+    boost: dict[str, int] = field(default_factory=dict)  # phrase -> repeats per epoch, e.g. {heart: 4}
 
     @property
     def active(self) -> bool:
-        return bool(self.words or self.drop)
+        return bool(self.words or self.drop or self.boost)
 
     def __post_init__(self) -> None:
         if self.words and self.target < 1:
@@ -53,6 +58,19 @@ class BalanceConfig:
         bad = [p for p in self.drop if not isinstance(p, str) or not p.strip()]
         if bad:
             raise TLDError(f"data.balance.drop must be non-empty phrases, got {bad}")
+        if not isinstance(self.boost, dict):
+            raise TLDError(f"data.balance.boost must map phrases to repeat counts, got {self.boost!r}")
+        bad = [
+            f"{p!r}: {r!r}"
+            for p, r in self.boost.items()
+            if not isinstance(p, str)
+            or not p.strip()
+            or isinstance(r, bool)
+            or not isinstance(r, int)
+            or r < 1
+        ]
+        if bad:
+            raise TLDError(f"data.balance.boost needs non-empty phrases with integer repeats >= 1, got {bad}")
 
 
 def first_word(caption: str) -> str:
@@ -60,21 +78,32 @@ def first_word(caption: str) -> str:
     return match.group(0) if match else ""
 
 
+def _matches(captions: list[str], phrases: list[str]) -> np.ndarray:
+    """Which captions contain one of `phrases` as whole words (case and spacing ignored)."""
+    alternatives = "|".join(re.escape(" ".join(p.lower().split())) for p in phrases)
+    pattern = re.compile(rf"\b(?:{alternatives})\b")
+    return np.array([bool(pattern.search(" ".join(c.lower().split()))) for c in captions], dtype=bool)
+
+
 def caption_repeats(captions: list[str], config: BalanceConfig) -> tuple[np.ndarray, dict[str, dict]]:
-    """Per-row repeat counts (int64, >= 1) and a report {word: {"rows": n, "repeat": r}}."""
+    """Per-row repeat counts (int64, >= 0) and a report {word or phrase: {"rows": n, "repeat": r}}."""
     words = {w.lower() for w in config.words}
     firsts = [first_word(c) for c in captions]
     counts = Counter(w for w in firsts if w in words)
     repeat_of = {w: int(np.clip(round(config.target / n), 1, config.max_repeat)) for w, n in counts.items()}
     repeats = np.array([repeat_of.get(w, 1) for w in firsts], dtype=np.int64)
     report = {w: {"rows": counts.get(w, 0), "repeat": repeat_of.get(w, 0)} for w in sorted(words)}
+    dropped = _matches(captions, config.drop) if config.drop else np.zeros(len(captions), dtype=bool)
+    for phrase, count in config.boost.items():
+        hit = _matches(captions, [phrase]) & ~dropped
+        repeats[hit] = np.maximum(repeats[hit], count)
+        report[f"~{phrase}"] = {"rows": int(hit.sum()), "repeat": count}
     if config.drop:
-        phrases = "|".join(re.escape(" ".join(p.lower().split())) for p in config.drop)
-        pattern = re.compile(rf"\b(?:{phrases})\b")
-        dropped = np.array([bool(pattern.search(" ".join(c.lower().split()))) for c in captions], dtype=bool)
         repeats[dropped] = 0
         if dropped.all():
-            raise TLDError(f"data.balance.drop {config.drop} matches every one of the {len(captions)} captions")
+            raise TLDError(
+                f"data.balance.drop {config.drop} matches every one of the {len(captions)} captions"
+            )
         report["(dropped)"] = {"rows": int(dropped.sum()), "repeat": 0}
     return repeats, report
 
@@ -107,12 +136,14 @@ def balanced_repeats(
     parts = [f"{w} {r['rows']}x{r['repeat']}" for w, r in report.items() if r["rows"]]
     if dropped is not None:
         parts.append(f"dropped {dropped['rows']} matching {', '.join(repr(p) for p in config.drop)}")
-    missing = [w for w, r in report.items() if not r["rows"]]
+    missing = [w for w, r in report.items() if not r["rows"] and not w.startswith("~")]
+    absent = [w[1:] for w, r in report.items() if not r["rows"] and w.startswith("~")]
     if not verbose:
         return repeats
     print(
         f"[data] balance: epoch of {int(repeats.sum())} rows from {rows}; rows x repeat: " + ", ".join(parts)
-        + (f"; no caption starts with: {', '.join(missing)}" if missing else ""),
+        + (f"; no caption starts with: {', '.join(missing)}" if missing else "")
+        + (f"; no kept caption contains: {', '.join(absent)}" if absent else ""),
         flush=True,
     )  # fmt: skip
     return repeats
