@@ -8,12 +8,18 @@ Captions that already name a colour, images with no clear dominant colour, and u
 keep their caption unchanged (an image that will not decode is left out, as `encode` would skip it);
 every decision is counted. The original caption stays in each
 sample's json as `caption_original`, and the added word as `colour_word`.
+
+Caption variants (`add_caption_variants`): every sample is copied, and a sample whose caption matches
+a pattern is written a second time with the match taken out. The emoji captions all end in the set's
+style ("red heart, noto style"); a model trained only on those sees "red heart" as a caption it never
+met and blends the four sets into a smudge. The style-free copy teaches the short prompt as well.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -120,6 +126,25 @@ def _recaptioned(
     bar.close()
 
 
+def _fresh_output(src: str | os.PathLike, out: str | os.PathLike, what: str) -> list[Path]:
+    """The shards of `src`, after checking that `out` is a new, empty or half-written shard folder."""
+    shards = list_shards(src)
+    out = Path(out)
+    if out.resolve() == Path(src).resolve():
+        raise TLDError(f"{what} write new shards: pass an output folder other than {src}")
+    if (out / "tld-source.meta").is_file():
+        raise TLDError(f"{out} already holds finished shards; write into a new or empty folder")
+    if out.is_dir():
+        other = [p.name for p in out.iterdir() if not p.name.endswith((".tar", ".tar.tmp"))]
+        if other:
+            raise TLDError(
+                f"{out} holds other files ({', '.join(sorted(other)[:3])}); use a new or empty folder"
+            )
+        for partial in out.iterdir():  # a killed run's shards are rewritten
+            partial.unlink()
+    return shards
+
+
 def add_colour_words(
     src: str | os.PathLike,
     out: str | os.PathLike,
@@ -134,20 +159,7 @@ def add_colour_words(
     """
     rules = rules or ColourTagRules()
     rules.validate()
-    shards = list_shards(src)
-    out = Path(out)
-    if out.resolve() == Path(src).resolve():
-        raise TLDError(f"colour words write new shards: pass an output folder other than {src}")
-    if (out / "tld-source.meta").is_file():
-        raise TLDError(f"{out} already holds finished shards; write into a new or empty folder")
-    if out.is_dir():
-        other = [p.name for p in out.iterdir() if not p.name.endswith((".tar", ".tar.tmp"))]
-        if other:
-            raise TLDError(
-                f"{out} holds other files ({', '.join(sorted(other)[:3])}); use a new or empty folder"
-            )
-        for partial in out.iterdir():  # a killed run's shards are rewritten
-            partial.unlink()
+    shards = _fresh_output(src, out, "colour words")
     report = RecaptionReport()
     samples = _recaptioned(shards, rules, report, progress)
     write_shards(samples, out, samples_per_shard, image_format="png")
@@ -155,3 +167,55 @@ def add_colour_words(
     info["captions"] = f"colour words added by `tld preprocess colour-words`: {report.summary()}"
     write_source_info(out, info)  # written last: it marks the folder finished
     return report
+
+
+STYLE_SUFFIX = r",\s*[\w-]+ style\s*$"  # "red heart, noto style" -> "red heart"
+
+
+def _variants(
+    shards: list[Path], pattern: re.Pattern[str], counts: Counter[str], progress: bool
+) -> Iterator[Sample]:
+    bar = tqdm(desc="caption variants", unit="img", disable=not progress)
+    for shard in shards:
+        for raw in iter_shard(shard):
+            bar.update()
+            counts["total"] += 1
+            try:
+                image = Image.open(io.BytesIO(raw["image"] or b"")).convert("RGB")
+            except (UnidentifiedImageError, OSError, ValueError):
+                counts["unreadable"] += 1
+                continue
+            caption, meta = raw["caption"], dict(raw["json"])
+            meta.pop("key", None)
+            meta.pop("caption", None)
+            yield Sample(image, caption, meta)
+            short = " ".join(pattern.sub(" ", caption).split()).strip(" ,")
+            if short and short != caption.strip():
+                counts["variants"] += 1
+                yield Sample(image, short, {**meta, "caption_variant_of": caption})
+    bar.close()
+
+
+def add_caption_variants(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    strip: str = STYLE_SUFFIX,
+    samples_per_shard: int = 10000,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Copy the shards of `src` into `out`, adding for each caption that the regex `strip` matches a
+    second sample with the matches removed (see module doc). Returns counts: total, variants, unreadable.
+    """
+    try:
+        pattern = re.compile(strip, re.IGNORECASE)
+    except re.error as e:
+        raise TLDError(f"caption variants: --strip {strip!r} is not a regular expression ({e})") from None
+    shards = _fresh_output(src, out, "caption variants")
+    counts: Counter[str] = Counter(total=0, variants=0, unreadable=0)
+    write_shards(_variants(shards, pattern, counts, progress), out, samples_per_shard, image_format="png")
+    if not counts["variants"]:
+        raise TLDError(f"caption variants: no caption of the {counts['total']} in {src} matches {strip!r}")
+    info = read_source_info(src) or {"source": str(Path(src).resolve())}
+    info["caption_variants"] = f"{counts['variants']} captions also written without {strip!r}"
+    write_source_info(out, info)  # written last: it marks the folder finished
+    return dict(counts)

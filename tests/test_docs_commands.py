@@ -26,7 +26,7 @@ EXCLUDED = [
     (r"^tld (train|train-vae|recipe)\b", "training: minutes to hours (tests/test_train_*.py, test_recipe.py)"),
     (r"^tld export\b", "needs a training run (tests/test_train_export.py, test_finetune_bundled.py)"),
     (r"^tld preprocess (download|folder|iconify|fashion-mnist)\b", "needs the user's files, npm or the network"),
-    (r"^tld preprocess (emoji|encode|combine|colour-words|subset)\b",
+    (r"^tld preprocess (emoji|encode|combine|colour-words|caption-variants|subset)\b",
      "data preparation of a training run, minutes (tests/test_preprocess_*.py)"),
     (r"^tld (ui|serve)\b", "a server that runs until stopped (tests/test_apps_*.py)"),
     (r"^tld eval\b", "needs a dataset or hundreds of images (tests/test_eval_*.py)"),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import webdataset as wds
 from PIL import Image, ImageDraw
-from tld.preprocessing.recaption import ColourTagRules, add_colour_words, clear_colour
+from tld.preprocessing.recaption import ColourTagRules, add_caption_variants, add_colour_words, clear_colour
 from tld.preprocessing.shards import Sample, iter_shard, read_source_info, write_shards, write_source_info
 
 from tld.cli import main
@@ -52,7 +52,10 @@ def test_clear_colour_names_one_dominant_colour_only():
     assert clear_colour(np.asarray(disc((20, 20, 20)))) == "black"
     assert clear_colour(np.asarray(disc((230, 40, 40), second=(40, 90, 220)))) is None
     # a looser rule calls the half-and-half disc by its larger half
-    assert clear_colour(np.asarray(disc((230, 40, 40), second=(40, 90, 220))), ColourTagRules(min_share=0.5)) == "red"
+    assert (
+        clear_colour(np.asarray(disc((230, 40, 40), second=(40, 90, 220))), ColourTagRules(min_share=0.5))
+        == "red"
+    )
 
 
 def test_colour_words_are_added_where_missing_and_recorded(tmp_path):
@@ -122,6 +125,54 @@ def test_cli_colour_words(tmp_path, capsys):
     assert "min_share must be in [0, 1]" in capsys.readouterr().err
     assert main(["preprocess", "colour-words", str(tmp_path / "missing"), str(tmp_path / "o3")]) != 0
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_caption_variants_add_a_short_copy_of_each_matching_sample(tmp_path, capsys):
+    src = make_source(tmp_path / "src")
+    counts = add_caption_variants(src, tmp_path / "out", samples_per_shard=4, progress=False)
+    got = captions(tmp_path / "out")
+    assert [s["caption"] for s in got] == [
+        "frog face, noto style",
+        "frog face",  # the style suffix cut, the same image right after
+        "ocean wave",
+        "red heart",
+        "beach ball",
+        "pool 8 ball",
+    ]
+    assert counts == {"total": 5, "variants": 1, "unreadable": 0}
+    assert (
+        got[1]["json"]["caption_variant_of"] == "frog face, noto style"
+        and got[1]["json"]["licence"] == "test"
+    )
+    assert got[1]["image"] == got[0]["image"]
+    assert "1 captions also written" in read_source_info(tmp_path / "out")["caption_variants"]
+    # another pattern; a pattern that matches nothing, and one that is no regex, are clear errors
+    add_caption_variants(src, tmp_path / "o2", strip=r"\bball\b", progress=False)
+    assert [s["caption"] for s in captions(tmp_path / "o2")][-4:] == [
+        "beach ball",
+        "beach",
+        "pool 8 ball",
+        "pool 8",
+    ]
+    with pytest.raises(TLDError, match="no caption of the 5 .* matches"):
+        add_caption_variants(src, tmp_path / "o3", strip="zebra", progress=False)
+    assert (
+        main(
+            [
+                "preprocess",
+                "caption-variants",
+                str(src),
+                str(tmp_path / "o4"),
+                "--strip",
+                "(",
+                "--no-progress",
+            ]
+        )
+        != 0
+    )
+    assert "is not a regular expression" in capsys.readouterr().err
+    assert main(["preprocess", "caption-variants", str(src), str(tmp_path / "o5"), "--no-progress"]) == 0
+    assert "5 samples copied, 1 also written with a shorter caption" in capsys.readouterr().out
 
 
 def test_subset_is_a_seeded_random_sample_in_random_order(tmp_path, capsys):

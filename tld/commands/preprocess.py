@@ -22,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_fashion_mnist(sub)
     _add_combine(sub)
     _add_colour_words(sub)
+    _add_caption_variants(sub)
     _add_subset(sub)
     _add_encode(sub)
 
@@ -121,7 +122,8 @@ def _add_combine(sub: argparse._SubParsersAction) -> None:
 
 def _add_colour_words(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "colour-words", help="copy shards, putting the image's dominant colour in front of captions lacking one"
+        "colour-words",
+        help="copy shards, putting the image's dominant colour in front of captions lacking one",
     )
     p.add_argument("src", help="shard folder to read")
     p.add_argument("out", help="new or empty folder for the recaptioned shards")
@@ -140,8 +142,42 @@ def run_colour_words(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_caption_variants(sub: argparse._SubParsersAction) -> None:
+    from tld.preprocessing.recaption import STYLE_SUFFIX
+
+    p = sub.add_parser(
+        "caption-variants",
+        help="copy shards, adding a second copy of each sample with part of its caption cut",
+    )
+    p.add_argument("src", help="shard folder to read")
+    p.add_argument("out", help="new or empty folder")
+    p.add_argument(
+        "--strip",
+        default=STYLE_SUFFIX,
+        help=f"regex cut from captions (default {STYLE_SUFFIX!r}: the style suffix)",
+    )
+    p.add_argument("--samples-per-shard", type=int, default=10000)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_caption_variants)
+
+
+def run_caption_variants(args: argparse.Namespace) -> int:
+    from tld.preprocessing.recaption import add_caption_variants
+
+    counts = add_caption_variants(
+        args.src, args.out, args.strip, args.samples_per_shard, not args.no_progress
+    )
+    print(
+        f"caption variants -> {args.out}: {counts['total']} samples copied, {counts['variants']} also "
+        f"written with a shorter caption, {counts['unreadable']} unreadable dropped"
+    )
+    return 0
+
+
 def _add_subset(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("subset", help="a seeded random sample of a shard folder (an evaluation reference set)")
+    p = sub.add_parser(
+        "subset", help="a seeded random sample of a shard folder (an evaluation reference set)"
+    )
     p.add_argument("src", help="shard folder to sample from")
     p.add_argument("out", help="new or empty folder")
     p.add_argument("-n", type=int, required=True, help="images to keep")
