@@ -164,6 +164,14 @@ def test_cli_verdicts_are_those_of_the_pipeline_images(tmp_path, capsys, tiny_va
         assert row["hits"] == row["verdicts"].count(row["shape"])
     assert summary["images"] == 8 and summary["steps"] == 2 and record["real"]["counts"]["heart"] == 1
     assert stdout.startswith("| shape | model: named shape |") and "| **all** |" in stdout
+    # --suffix: the same table for prompts with a style word after them
+    argv = ["eval", "shapes", "--model", str(model), "--colours", "red", "--shapes", "heart", "--seeds", "2",
+            "--seed", "3", "--steps", "2", "--cfg", "2", "--suffix", ", noto style", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    (row,) = json.loads(out.read_text())["settings"]["rows"]
+    images = pipe("red heart, noto style", cfg=2.0, steps=2, seed=[3, 4], num_images=2, progress=False)
+    assert row["prompt"] == "red heart, noto style" and row["shape"] == "heart"
+    assert row["verdicts"] == [classify_shape(im).shape for im in images]
 
 
 @pytest.mark.parametrize(

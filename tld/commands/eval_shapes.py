@@ -28,6 +28,7 @@ def add_shapes(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--seeds", type=int, default=8, help="seeds per prompt (default 8)")
     s.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    s.add_argument("--suffix", default="", help="text after every prompt, e.g. ', noto style' (default none)")
     s.add_argument("--cfg", type=float, help="guidance scale (default: the model's)")
     s.add_argument(
         "--cfg-schedule", metavar="SIGMA:SCALE[,...]",
@@ -83,7 +84,7 @@ def run_shapes(args: argparse.Namespace) -> int:
         summary = shape_table(
             pipe, colours, shapes, seeds=args.seeds, seed_start=args.seed, progress=args.progress,
             cfg=args.cfg, steps=args.steps, sampler=args.sampler, schedule=args.schedule,
-            cfg_schedule=args.cfg_schedule,
+            cfg_schedule=args.cfg_schedule, suffix=args.suffix,
         )  # fmt: skip
     print(shapes_markdown(summary, real))
     if args.out:

@@ -272,10 +272,11 @@ def shape_table(
     seed_start: int = 0,
     rules: ShapeRules | None = None,
     progress: bool = False,
+    suffix: str = "",
     **overrides: Any,
 ) -> dict[str, Any]:
-    """For every "<colour> <shape>" prompt, the shape each of seeds `seed_start ...` shows; accuracy per
-    shape, per colour and overall. `overrides` are the sampling settings (cfg, steps, sampler, schedule,
+    """For every "<colour> <shape>" prompt (+ `suffix`, e.g. ", noto style"), the shape each of seeds
+    `seed_start ...` shows; accuracy per shape, per colour and overall. `overrides` are the sampling settings (cfg, steps, sampler, schedule,
     cfg_schedule; None = the pipeline's), as `tld.eval.colours.colour_table` takes them."""
     import time
 
@@ -288,7 +289,7 @@ def shape_table(
     prompts = [(colour, shape) for shape in shapes for colour in colours]
     rows, t0 = [], time.perf_counter()
     for colour, shape in tqdm(prompts, desc="shape prompts", unit="prompt", disable=not progress):
-        prompt = f"{colour} {shape}"
+        prompt = f"{colour} {shape}{suffix}"
         got = [
             classify_shape(im, rules).shape for im in seeded_images(pipe, settings, prompt, seeds, seed_start)
         ]
