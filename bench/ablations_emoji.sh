@@ -5,8 +5,8 @@
 #   bash bench/ablations_emoji.sh floor               # FID of the VAE round trip (the floor) and of real images
 #   bash bench/ablations_emoji.sh list                # the runs this script knows
 #
-# Every run is configs/emoji_demo.yaml (the shipped demo's recipe: 2.26M parameters, 3.67M with adaLN-Zero;
-# batch 32; in fp32 here)
+# Every run is configs/emoji_demo.yaml taken back to the 2023 recipe the ablations started from (BASE2023
+# below: no adaLN-Zero, every row, one EMA; 2.26M parameters, 3.67M with adaLN-Zero; batch 32; fp32)
 # with one change, trained for a fixed budget of STEPS (default 4500, about 30 minutes on one CPU
 # core). Needs the recipe's data: `tld recipe emoji --out runs/emoji` up to its encode step (or
 # runs/emoji/latents encoded with weights/tld-emoji/vae). One core each (OMP_NUM_THREADS=1).
@@ -29,6 +29,8 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 FLOW="--set 'diffusion.parameterization={name: flow}' --set 'diffusion.density={name: logit_normal}'"
 ADALN="--set model.adaln=true"
+# the shipped demo config has adaLN-Zero, skin tones dropped and three EMAs: the ablations' base had none
+BASE2023="--set model.adaln=false --set 'data.balance={}' --set 'ema.extra_decays=[]'"
 declare -A RUNS=(
   [base]=""
   [adaln]="$ADALN"
@@ -51,7 +53,7 @@ run() {
   mkdir -p "$dir"
   eval "\"$TLD\" train --config configs/emoji_demo.yaml --set resume=auto --set output_dir=$dir \
     --set data.path=$RUN/latents --set steps=$STEPS --set \"mixed_precision='no'\" --set sample.every=0 --set tracker=none \
-    --set progress=false ${RUNS[$name]} --export $dir/model"
+    --set progress=false $BASE2023 ${RUNS[$name]} --export $dir/model"
   python3 - "$dir/model/config.json" <<'EOF'
 import json, sys
 path = sys.argv[1]

@@ -216,6 +216,6 @@ def add_caption_variants(
     if not counts["variants"]:
         raise TLDError(f"caption variants: no caption of the {counts['total']} in {src} matches {strip!r}")
     info = read_source_info(src) or {"source": str(Path(src).resolve())}
-    info["caption_variants"] = f"{counts['variants']} captions also written without {strip!r}"
+    info["caption_variants"] = f"{counts['variants']} captions also written with the regex `{strip}` cut out"
     write_source_info(out, info)  # written last: it marks the folder finished
     return dict(counts)

