@@ -143,18 +143,12 @@ def run_colour_words(args: argparse.Namespace) -> int:
 
 
 def _add_caption_variants(sub: argparse._SubParsersAction) -> None:
-    from tld.preprocessing.recaption import STYLE_SUFFIX
-
-    p = sub.add_parser(
-        "caption-variants",
-        help="copy shards, adding a second copy of each sample with part of its caption cut",
-    )
+    help_ = "copy shards, adding a second copy of each sample with part of its caption cut"
+    p = sub.add_parser("caption-variants", help=help_)
     p.add_argument("src", help="shard folder to read")
     p.add_argument("out", help="new or empty folder")
     p.add_argument(
-        "--strip",
-        default=STYLE_SUFFIX,
-        help=f"regex cut from captions (default {STYLE_SUFFIX!r}: the style suffix)",
+        "--strip", help=r"regex cut from captions (default ',\s*[\w-]+ style\s*$': the style suffix)"
     )
     p.add_argument("--samples-per-shard", type=int, default=10000)
     p.add_argument("--no-progress", action="store_true")
@@ -162,11 +156,10 @@ def _add_caption_variants(sub: argparse._SubParsersAction) -> None:
 
 
 def run_caption_variants(args: argparse.Namespace) -> int:
-    from tld.preprocessing.recaption import add_caption_variants
+    from tld.preprocessing.recaption import STYLE_SUFFIX, add_caption_variants
 
-    counts = add_caption_variants(
-        args.src, args.out, args.strip, args.samples_per_shard, not args.no_progress
-    )
+    strip = STYLE_SUFFIX if args.strip is None else args.strip
+    counts = add_caption_variants(args.src, args.out, strip, args.samples_per_shard, not args.no_progress)
     print(
         f"caption variants -> {args.out}: {counts['total']} samples copied, {counts['variants']} also "
         f"written with a shorter caption, {counts['unreadable']} unreadable dropped"
