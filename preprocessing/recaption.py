@@ -98,32 +98,38 @@ class RecaptionReport:
         )
 
 
-def _recaptioned(
-    shards: list[Path], rules: ColourTagRules, report: RecaptionReport, progress: bool
-) -> Iterator[Sample]:
-    bar = tqdm(desc="colour words", unit="img", disable=not progress)
+def _decoded(shards: list[Path], desc: str, progress: bool) -> Iterator[tuple[Image.Image | None, str, dict]]:
+    """(image or None when it will not decode, caption, json without key and caption) per sample."""
+    bar = tqdm(desc=desc, unit="img", disable=not progress)
     for shard in shards:
         for raw in iter_shard(shard):
             bar.update()
-            report.total += 1
             try:
                 image = Image.open(io.BytesIO(raw["image"] or b"")).convert("RGB")
             except (UnidentifiedImageError, OSError, ValueError):
-                report.unreadable += 1
-                continue
-            caption, meta = raw["caption"], dict(raw["json"])
-            meta.pop("key", None)
-            meta.pop("caption", None)
-            if colour_words(caption):
-                report.already_named += 1
-            elif (colour := clear_colour(np.asarray(image), rules)) is not None:
-                report.tagged[colour] += 1
-                meta.update(caption_original=caption, colour_word=colour)
-                caption = with_colour(caption, colour)
-            else:
-                report.unclear += 1
-            yield Sample(image, caption, meta)
+                image = None
+            meta = {k: v for k, v in raw["json"].items() if k not in ("key", "caption")}
+            yield image, raw["caption"], meta
     bar.close()
+
+
+def _recaptioned(
+    shards: list[Path], rules: ColourTagRules, report: RecaptionReport, progress: bool
+) -> Iterator[Sample]:
+    for image, caption, meta in _decoded(shards, "colour words", progress):
+        report.total += 1
+        if image is None:
+            report.unreadable += 1
+            continue
+        if colour_words(caption):
+            report.already_named += 1
+        elif (colour := clear_colour(np.asarray(image), rules)) is not None:
+            report.tagged[colour] += 1
+            meta.update(caption_original=caption, colour_word=colour)
+            caption = with_colour(caption, colour)
+        else:
+            report.unclear += 1
+        yield Sample(image, caption, meta)
 
 
 def _fresh_output(src: str | os.PathLike, out: str | os.PathLike, what: str) -> list[Path]:
@@ -175,25 +181,16 @@ STYLE_SUFFIX = r",\s*[\w-]+ style\s*$"  # "red heart, noto style" -> "red heart"
 def _variants(
     shards: list[Path], pattern: re.Pattern[str], counts: Counter[str], progress: bool
 ) -> Iterator[Sample]:
-    bar = tqdm(desc="caption variants", unit="img", disable=not progress)
-    for shard in shards:
-        for raw in iter_shard(shard):
-            bar.update()
-            counts["total"] += 1
-            try:
-                image = Image.open(io.BytesIO(raw["image"] or b"")).convert("RGB")
-            except (UnidentifiedImageError, OSError, ValueError):
-                counts["unreadable"] += 1
-                continue
-            caption, meta = raw["caption"], dict(raw["json"])
-            meta.pop("key", None)
-            meta.pop("caption", None)
-            yield Sample(image, caption, meta)
-            short = " ".join(pattern.sub(" ", caption).split()).strip(" ,")
-            if short and short != caption.strip():
-                counts["variants"] += 1
-                yield Sample(image, short, {**meta, "caption_variant_of": caption})
-    bar.close()
+    for image, caption, meta in _decoded(shards, "caption variants", progress):
+        counts["total"] += 1
+        if image is None:
+            counts["unreadable"] += 1
+            continue
+        yield Sample(image, caption, meta)
+        short = " ".join(pattern.sub(" ", caption).split()).strip(" ,")
+        if short and short != caption.strip():
+            counts["variants"] += 1
+            yield Sample(image, short, {**meta, "caption_variant_of": caption})
 
 
 def add_caption_variants(
