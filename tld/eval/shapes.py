@@ -276,8 +276,9 @@ def shape_table(
     **overrides: Any,
 ) -> dict[str, Any]:
     """For every "<colour> <shape>" prompt (+ `suffix`, e.g. ", noto style"), the shape each of seeds
-    `seed_start ...` shows; accuracy per shape, per colour and overall. `overrides` are the sampling settings (cfg, steps, sampler, schedule,
-    cfg_schedule; None = the pipeline's), as `tld.eval.colours.colour_table` takes them."""
+    `seed_start ...` shows; accuracy per shape, per colour and overall. `overrides` are the sampling
+    settings (cfg, steps, sampler, schedule, cfg_schedule; None = the pipeline's), as
+    `tld.eval.colours.colour_table` takes them."""
     import time
 
     from tqdm.auto import tqdm
