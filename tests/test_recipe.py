@@ -93,6 +93,23 @@ def _check_shipped(r, summary: dict, shipped) -> None:
     assert image.shape == (16, 16, 3) and image.std() > 0
 
 
+def _check_data_and_finish(r) -> None:
+    """The encoded data (and its caption variants) and the finishing phase's checkpoint."""
+    assert (r.out / "denoiser" / "checkpoints" / "step_8").is_dir()
+    finished = ckpt.load_checkpoint(r.out / "denoiser" / "checkpoints" / "step_8")["state"]["config"]
+    assert finished["data"]["path"] == str(r.out / "latents_variants")
+    assert finished["data"]["balance"]["boost"] == {"heart": 2}
+    variants = json.loads((r.out / "latents_variants" / "meta.json").read_text())
+    assert variants["count"] == 16  # every emoji twice: with and without its style
+    # 8 emoji (6 OpenMoji + the 2 of the tiny set) with the style word in every caption.
+    meta = json.loads((r.out / "latents" / "meta.json").read_text())
+    assert meta["count"] == 8 and meta["latent_shape"] == [4, 8, 8] and meta["text_dim"] == 384
+    assert meta["text_tokens"] == 24 and meta["text_encoder"]["max_tokens"] == 24
+    recaptioned = json.loads((r.shards / "captioned" / "tld-source.meta").read_text())
+    assert "8 images:" in recaptioned["captions"] and "CC BY-SA 4.0" in recaptioned["license"]
+    assert "CC BY-SA 4.0" in meta["license"] and "MIT" in meta["license"]
+
+
 def test_recipe_runs_resumes_and_ships(tmp_path, capsys, monkeypatch):
     r = tiny_recipe(tmp_path)
     real_save = ckpt.save_checkpoint
@@ -122,21 +139,7 @@ def test_recipe_runs_resumes_and_ships(tmp_path, capsys, monkeypatch):
     # The half-trained run resumed at step 3: this call trained steps 4-6, then the finishing phase 7-8
     # on the caption variants, in the same run folder.
     assert [(run.step, len(run.losses)) for run in runs] == [(6, 3), (8, 2)]
-    assert (r.out / "denoiser" / "checkpoints" / "step_8").is_dir()
-    finished = ckpt.load_checkpoint(r.out / "denoiser" / "checkpoints" / "step_8")["state"]["config"]
-    assert finished["data"]["path"] == str(r.out / "latents_variants")
-    assert finished["data"]["balance"]["boost"] == {"heart": 2}
-    variants = json.loads((r.out / "latents_variants" / "meta.json").read_text())
-    assert variants["count"] == 16  # every emoji twice: with and without its style
-
-    # 8 emoji (6 OpenMoji + the 2 of the tiny set) with the style word in every caption.
-    meta = json.loads((r.out / "latents" / "meta.json").read_text())
-    assert meta["count"] == 8 and meta["latent_shape"] == [4, 8, 8] and meta["text_dim"] == 384
-    assert meta["text_tokens"] == 24 and meta["text_encoder"]["max_tokens"] == 24
-    recaptioned = json.loads((r.shards / "captioned" / "tld-source.meta").read_text())
-    assert "8 images:" in recaptioned["captions"] and "CC BY-SA 4.0" in recaptioned["license"]
-    assert "CC BY-SA 4.0" in meta["license"] and "MIT" in meta["license"]
-
+    _check_data_and_finish(r)
     _check_summary(r, summary)
     _check_shipped(r, summary, tmp_path / "shipped")
 
