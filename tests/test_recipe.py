@@ -87,6 +87,9 @@ def _check_shipped(r, summary: dict, shipped) -> None:
         "8 captions also written with the regex `" + STYLE_SUFFIX + "` cut out" in card
         and "'heart' 2x" in card
     )
+    # each phase's data.balance: the first leaves the skin tones out, the finishing phase boosts hearts
+    assert "In the first phase, rows whose caption contains 'skin tone' were left out." in card
+    assert "In the finishing phase, rows whose caption contains a rare shape were repeated" in card
     pipe = TLDPipeline.from_pretrained(str(shipped))
     assert pipe.sampling.cfg_schedule == r.eval_cfg_schedule
     image = np.asarray(pipe("red heart", steps=4, seed=0)[0])

@@ -39,20 +39,36 @@ def _note(text: str | None) -> str:
     return f" ({text})" if text else ""
 
 
-def _balance_line(balance: dict[str, Any]) -> str:
+def _balance_words(balance: dict[str, Any]) -> list[str]:
     lines = []
     if balance.get("words"):
         lines.append(
-            f"Training repeated the rows whose caption starts with a rare colour word about "
+            f"rows whose caption starts with a rare colour word were repeated about "
             f"{balance.get('target')}/count times per epoch (at most {balance.get('max_repeat')}x; "
-            f"`data.balance`, words: {', '.join(balance['words'])})."
+            f"`data.balance`, words: {', '.join(balance['words'])})"
         )
     if balance.get("drop"):
-        lines.append(f"Rows whose caption contains {' or '.join(repr(p) for p in balance['drop'])} were left out.")
+        lines.append(f"rows whose caption contains {' or '.join(repr(p) for p in balance['drop'])} were left out")
     if balance.get("boost"):
         boosted = ", ".join(f"{phrase!r} {count}x" for phrase, count in balance["boost"].items())
-        lines.append(f"Rows whose caption contains a rare shape were repeated per epoch ({boosted}).")
-    return " ".join(lines) + ("\n" if lines else "")
+        lines.append(f"rows whose caption contains a rare shape were repeated per epoch ({boosted})")
+    return lines
+
+
+def _balance_line(balance: dict[str, Any], first: dict[str, Any] | None = None) -> str:
+    """What `data.balance` did; with `first` (the first phase's, when a finishing phase changed it),
+    both phases."""
+    phases = [("", balance)] if first is None or first == balance else [
+        ("In the first phase, ", first), ("In the finishing phase, ", balance)]  # fmt: skip
+    out = []
+    for lead, bal in phases:
+        words = _balance_words(bal)
+        if lead:
+            out.append(lead + ("; ".join(words) if words else "every row was seen once per epoch") + ".")
+        elif words:
+            text = "; ".join(words)
+            out.append(text[0].upper() + text[1:] + ".")
+    return " ".join(out) + ("\n" if out else "")
 
 
 def _finish_line(facts: dict[str, Any]) -> str:
@@ -138,7 +154,7 @@ images = pipe("green heart, twemoji style", steps=15, seed=0, num_images=4)   # 
 word ("red heart, noto style"). Where a name says no colour and one colour clearly dominates the image,
 that colour is written in front ("green frog face, noto style"), so colour words are seen on most
 images, not just the few hundred coloured hearts, circles and squares: {facts["recaption"] or "not run"}.
-{_balance_line(facts.get("balance") or {})}Redistributing this model or its outputs must respect these licences:
+{_balance_line(facts.get("balance") or {}, facts.get("first_balance"))}Redistributing this model or its outputs must respect these licences:
 {credits}
 
 ## Recipe

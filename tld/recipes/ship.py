@@ -69,6 +69,7 @@ def run_facts(r: EmojiRecipe) -> dict[str, Any]:
         "denoiser_recipe": _denoiser_recipe(den_state.get("config", {})),
         "timings": timings, "source": source, "recaption": recaption,
         "finish_steps": r.finish_steps if finished else 0,
+        "first_balance": r.train_config().get("data", {}).get("balance", {}) if finished else None,
         "variants": json.loads(variants.read_text()).get("caption_variants", "") if finished else "",
         "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch thread(s), {gpu}",
     }  # fmt: skip
