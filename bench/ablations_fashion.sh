@@ -33,6 +33,8 @@ declare -A RUNS=(
   [minsnr]="--set diffusion.min_snr_gamma=5"
   [mask50]="--set mask.ratio=0.5 --set mask.until=0.9 --set steps=${MASK_STEPS:-3150}"
   [flow_adaln]="$FLOW --set model.adaln=true"
+  # the best combination: the two changes that won alone (adaLN-Zero, long skips), on the 2023 objective
+  [adaln_skips]="--set model.adaln=true --set model.skips=true"
   [flow_adaln_skips]="$FLOW --set model.adaln=true --set model.skips=true"
   # the seed noise of adaLN-Zero, and EMA lengths: the extra averages do not change the model or the
   # main (0.999) EMA, so this run is adaln with seed 1 plus two more EMAs to score (EMA=1 below)

@@ -79,8 +79,10 @@ class Parameterization:
         """The network's input, target and per-sample weight at `sigma`.
 
         `min_snr` (Hang et al. 2023, "Min-SNR weighting"): the weight on the x0 error becomes
-        min(SNR, gamma) with SNR = 1 / sigma^2, instead of the parameterization's lambda(sigma),
-        so low-noise steps no longer dominate the loss.
+        min(SNR, gamma) with SNR = 1 / sigma^2, instead of the parameterization's lambda(sigma).
+        Against epsilon prediction (x0 weight SNR) it caps the low-noise steps; against an x0
+        objective (`tld`, weight 1) it moves weight to low noise: 1/4 at sigma 2, gamma below
+        sigma = gamma^-1/2 (docs/results_recipe.md measures what that costs).
         """
         if sigma.ndim != 1 or sigma.shape[0] != x0.shape[0]:
             raise TLDError(f"sigma must have shape ({x0.shape[0]},), got {tuple(sigma.shape)}")
