@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 import webdataset as wds
 from PIL import Image, ImageDraw
-from tld.preprocessing.recaption import ColourTagRules, add_caption_variants, add_colour_words, clear_colour
+from tld.preprocessing.recaption import (
+    STYLE_SUFFIX,
+    ColourTagRules,
+    add_caption_variants,
+    add_colour_words,
+    clear_colour,
+)
 from tld.preprocessing.shards import Sample, iter_shard, read_source_info, write_shards, write_source_info
 
 from tld.cli import main
@@ -173,6 +179,10 @@ def test_caption_variants_add_a_short_copy_of_each_matching_sample(tmp_path, cap
     assert "is not a regular expression" in capsys.readouterr().err
     assert main(["preprocess", "caption-variants", str(src), str(tmp_path / "o5"), "--no-progress"]) == 0
     assert "5 samples copied, 1 also written with a shorter caption" in capsys.readouterr().out
+    # the help quotes the default regex without importing recaption: it must be STYLE_SUFFIX itself
+    with pytest.raises(SystemExit):
+        main(["preprocess", "caption-variants", "--help"])
+    assert f"'{STYLE_SUFFIX}'" in " ".join(capsys.readouterr().out.split())
 
 
 def test_subset_is_a_seeded_random_sample_in_random_order(tmp_path, capsys):

@@ -177,10 +177,11 @@ def encode_step(r: EmojiRecipe, vae_dir: Path) -> None:
     from tld.preprocessing.encode import EncodeConfig, encode
 
     jobs = [("captioned", "latents")] + ([("variants", "latents_variants")] if r.finish_steps else [])
+    cfg = None  # one config for both jobs, built (and val_prompts.txt written) only if one runs
     for shards, name in jobs:
         latents = r.out / name
         if _step(f"encode {shards}", (latents / META).is_file()):
-            cfg = EncodeConfig(
+            cfg = cfg or EncodeConfig(
                 vae=str(vae_dir), text_encoder=dict(TEXT_SPEC), text_tokens=True, latent_dtype="float16",
                 device=r.device,
                 val_prompts=str(write_val_prompts(r.out / "val_prompts.txt")), resume=True, progress=r.progress,
