@@ -196,10 +196,10 @@ def test_card_names_the_objective_and_trunk_options_of_the_run():
 
 def test_the_finishing_phase_config(tmp_path):
     r = EmojiRecipe(out=tmp_path / "run", train_overrides={"steps": 100})
-    assert r.finish["steps"] == r.finish_steps == 6000  # configs/emoji_demo_finish.yaml
+    assert r.finish["steps"] == r.finish_steps == 20000  # configs/emoji_demo_finish.yaml
     cfg = r.finish_config()
     first = r.train_config()
-    assert cfg["steps"] == 6100 and cfg["resume_with_changes"] is True
+    assert cfg["steps"] == 20100 and cfg["resume_with_changes"] is True
     assert cfg["data"]["path"] == str(tmp_path / "run" / "latents_variants")
     assert first["data"]["path"] == str(tmp_path / "run" / "latents")
     assert cfg["data"]["balance"]["boost"] == {"heart": 3, "circle": 3, "square": 3}
