@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 from test_preprocess_iconify import make_set
 from tld.preprocessing.recaption import STYLE_SUFFIX
@@ -47,6 +48,7 @@ def tiny_recipe(tmp_path) -> EmojiRecipe:
         out=tmp_path / "run", size=16, limit=6, sources=sources, seeds=2, progress=False,
         vae_overrides=TINY_VAE, train_overrides=TINY_TRAIN,
         finish={"steps": 2, "data": {"balance": {"boost": {"heart": 2}}}},
+        polish={"steps": 2, "optim": {"lr": 5.0e-4}, "mixed_precision": "no"},
     )  # fmt: skip
 
 
@@ -81,8 +83,10 @@ def _check_shipped(r, summary: dict, shipped) -> None:
     assert "CC BY-SA 4.0" in card and "Test Author" in card and "tld recipe emoji" in card
     assert "Held-out reconstruction PSNR" in card and " nan " not in card
     assert "## Shape words" in card and "seeds 1000-1001" in card and "TLD parameterization" in card
-    # the finishing phase on the caption variants and its shape boost are stated
+    # the finishing phase on the caption variants and its shape boost are stated, then the polish phase
     assert "8 steps of 4 latents" in card and "the last 2 of them" in card
+    assert "then 2 more steps on the same data as a new run started from those steps' EMA weights" in card
+    assert "peak lr 0.0005, warmup + cosine; fp32)" in card
     assert (
         "8 captions also written with the regex `" + STYLE_SUFFIX + "` cut out" in card
         and "'heart' 2x" in card
@@ -108,6 +112,21 @@ def _check_data_and_finish(r) -> None:
     meta = json.loads((r.out / "latents" / "meta.json").read_text())
     assert meta["count"] == 8 and meta["latent_shape"] == [4, 8, 8] and meta["text_dim"] == 384
     assert meta["text_tokens"] == 24 and meta["text_encoder"]["max_tokens"] == 24
+    # The polish phase: a new run from the finishing phase's EMA weights (exported to finish_model), on
+    # the variants with the finishing phase's balance, its own learning rate; the model is its EMA.
+    polish = ckpt.load_checkpoint(r.out / "polish" / "checkpoints" / "step_2")
+    assert polish["state"]["config"]["init_from"] == str(r.finish_model)
+    assert polish["state"]["config"]["data"]["path"] == str(r.out / "latents_variants")
+    assert polish["state"]["config"]["data"]["balance"]["boost"] == {"heart": 2}
+    assert polish["state"]["config"]["data"]["balance"]["drop"] == []  # the skin tones are in
+    assert polish["state"]["config"]["optim"]["lr"] == 5.0e-4
+    finish_ema = load_file(str(r.out / "denoiser" / "checkpoints" / "step_8" / "ema.safetensors"))
+    start = load_file(str(r.finish_model / "denoiser.safetensors"))
+    assert all(torch.equal(start[k], finish_ema[k]) for k in finish_ema)
+    shipped_weights = load_file(str(r.out / "model" / "denoiser.safetensors"))
+    polish_ema = load_file(str(r.out / "polish" / "checkpoints" / "step_2" / "ema.safetensors"))
+    assert all(torch.equal(shipped_weights[k], polish_ema[k]) for k in polish_ema)
+    assert not all(torch.equal(shipped_weights[k], finish_ema[k]) for k in finish_ema)
     recaptioned = json.loads((r.shards / "captioned" / "tld-source.meta").read_text())
     assert "8 images:" in recaptioned["captions"] and "CC BY-SA 4.0" in recaptioned["license"]
     assert "CC BY-SA 4.0" in meta["license"] and "MIT" in meta["license"]
@@ -140,8 +159,8 @@ def test_recipe_runs_resumes_and_ships(tmp_path, capsys, monkeypatch):
         assert f"[recipe] {step}: done, skipped" in log
     assert "[recipe] train: running" in log and "[recipe] eval: running" in log
     # The half-trained run resumed at step 3: this call trained steps 4-6, then the finishing phase 7-8
-    # on the caption variants, in the same run folder.
-    assert [(run.step, len(run.losses)) for run in runs] == [(6, 3), (8, 2)]
+    # on the caption variants, in the same run folder, then the 2 steps of the polish phase's new run.
+    assert [(run.step, len(run.losses)) for run in runs] == [(6, 3), (8, 2), (2, 2)]
     _check_data_and_finish(r)
     _check_summary(r, summary)
     _check_shipped(r, summary, tmp_path / "shipped")
@@ -151,7 +170,8 @@ def test_recipe_runs_resumes_and_ships(tmp_path, capsys, monkeypatch):
     run_recipe(r)  # a finished run: every step is skipped, training too
     log = capsys.readouterr().out
     assert "[recipe] train: done, skipped" in log and "[recipe] train finish: done, skipped" in log
-    assert len(runs) == 2
+    assert "[recipe] train polish: done, skipped" in log
+    assert len(runs) == 3
 
     # --vae DIR: a VAE trained earlier is copied in, not trained again; the card reads its record.
     r2 = dataclasses.replace(r, out=tmp_path / "run2", vae=r.out / "vae" / "vae")
@@ -184,6 +204,8 @@ def test_recipe_command_rejects_bad_numbers(capsys):
     assert "--train-steps must be >= 1" in capsys.readouterr().err
     assert main(["recipe", "emoji", "--finish-steps", "-1"]) == 1
     assert "--finish-steps must be >= 0" in capsys.readouterr().err
+    assert main(["recipe", "emoji", "--polish-steps", "-1"]) == 1
+    assert "--polish-steps must be >= 0" in capsys.readouterr().err
 
 
 def test_card_names_the_objective_and_trunk_options_of_the_run():
@@ -208,3 +230,23 @@ def test_the_finishing_phase_config(tmp_path):
     with pytest.raises(TLDError, match="only steps and data may change, not optim"):
         bad.finish_config()
     assert dataclasses.replace(r, finish={"steps": 0}).finish_steps == 0
+
+
+def test_the_polish_phase_config(tmp_path):
+    r = EmojiRecipe(out=tmp_path / "run", train_overrides={"steps": 100})
+    # configs/emoji_demo_polish.yaml: a new run from the finishing phase's EMA weights
+    assert r.polish_steps == 16000
+    cfg = r.polish_config()
+    assert cfg["steps"] == 16000 and cfg["optim"]["lr"] == 3.0e-4 and cfg["mixed_precision"] == "bf16"
+    assert cfg["optim"]["warmup_steps"] == r.train_config()["optim"]["warmup_steps"]  # the rest inherited
+    assert cfg["init_from"] == str(r.finish_model) and cfg["output_dir"] == str(tmp_path / "run" / "polish")
+    assert cfg["data"]["path"] == str(tmp_path / "run" / "latents_variants")
+    assert cfg["data"]["balance"] == {"boost": {"heart": 3, "circle": 3, "square": 3}}  # the finishing phase's
+    assert "resume_with_changes" not in cfg and r.final_run == tmp_path / "run" / "polish"
+    bad = dataclasses.replace(r, polish={"steps": 5, "ema": {"decay": 0.9}})
+    with pytest.raises(TLDError, match="only steps, data, optim, mixed_precision may be set, not ema"):
+        bad.polish_config()
+    # no finishing phase, no polish phase: the shipped weights are the first run's
+    no_finish = dataclasses.replace(r, finish={"steps": 0})
+    assert no_finish.polish_steps == 0 and no_finish.final_run == tmp_path / "run" / "denoiser"
+    assert dataclasses.replace(r, polish={"steps": 0}).final_run == tmp_path / "run" / "denoiser"

@@ -26,6 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="steps of the finishing phase on the style-free caption variants, 0 = none "
         "(default: configs/emoji_demo_finish.yaml's)",
     )  # fmt: skip
+    p.add_argument(
+        "--polish-steps", type=int,
+        help="steps of the polish phase (the finishing phase's EMA weights fine-tuned with a fresh optimizer), "
+        "0 = none (default: configs/emoji_demo_polish.yaml's)",
+    )  # fmt: skip
     p.add_argument("--seeds", type=int, default=8, help="seeds per colour prompt in the evaluation")
     p.add_argument("--ship", metavar="DIR", help="also write the fp16 bundle + model card to DIR")
     p.add_argument("--no-progress", action="store_true")
@@ -37,9 +42,16 @@ def run_recipe_command(args: argparse.Namespace) -> int:
 
     from tld.errors import TLDError
     from tld.recipes.card import colour_markdown
-    from tld.recipes.emoji import FINISH_CONFIG_FILE, EmojiRecipe, packaged_config, run_recipe
+    from tld.recipes.emoji import (
+        FINISH_CONFIG_FILE,
+        POLISH_CONFIG_FILE,
+        EmojiRecipe,
+        packaged_config,
+        run_recipe,
+    )
 
-    for name, low in (("vae_steps", 1), ("train_steps", 1), ("finish_steps", 0), ("seeds", 1)):
+    limits = (("vae_steps", 1), ("train_steps", 1), ("finish_steps", 0), ("polish_steps", 0), ("seeds", 1))
+    for name, low in limits:
         value = getattr(args, name)
         if value is not None and value < low:
             raise TLDError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
@@ -48,6 +60,8 @@ def run_recipe_command(args: argparse.Namespace) -> int:
         if args.finish_steps is None
         else {"finish": {**packaged_config(FINISH_CONFIG_FILE), "steps": args.finish_steps}}
     )
+    if args.polish_steps is not None:
+        finish["polish"] = {**packaged_config(POLISH_CONFIG_FILE), "steps": args.polish_steps}
     recipe = EmojiRecipe(
         out=Path(args.out),
         device=args.device,

@@ -75,10 +75,19 @@ def _finish_line(facts: dict[str, Any]) -> str:
     """The finishing phase on the caption variants, when the run had one."""
     if not facts.get("finish_steps"):
         return ""
-    return (
+    line = (
         f"; the last {facts['finish_steps']} of them (a phase resumed from the first one's last checkpoint) "
         f"on every image twice, once with the style cut from its caption ({facts.get('variants', '')})"
     )
+    polish = facts.get("polish")
+    if polish:
+        precision = {"no": "fp32"}.get(polish["mixed_precision"], f"{polish['mixed_precision']} autocast")
+        lr = polish["lr"]
+        line += (
+            f"; then {polish['steps']} more steps on the same data as a new run started from those steps' EMA "
+            f"weights (the polish phase: a fresh AdamW, peak lr {lr if isinstance(lr, str) else format(lr, 'g')}, warmup + cosine; {precision})"
+        )
+    return line
 
 
 def _guidance(summary: dict[str, Any]) -> str:

@@ -10,7 +10,9 @@ Steps (each skipped when its output is complete, each resumable after a kill):
   3. encode  latents with that VAE, per-token MiniLM text embeddings (pip-installed, offline), of the
              captioned shards and of their caption variants
   4. train   the denoiser (`tld train`, configs/emoji_demo.yaml), then its finishing phase on the
-             variants, resumed from the last checkpoint (configs/emoji_demo_finish.yaml)
+             variants, resumed from the last checkpoint (configs/emoji_demo_finish.yaml), then the
+             polish phase: the finishing phase's EMA weights fine-tuned on the same data with a fresh
+             optimizer and learning-rate schedule (configs/emoji_demo_polish.yaml)
   5. export  EMA weights + vae/ as a model folder; `--ship DIR` also writes the fp16 bundle + card
   6. eval    the colour-word table (dominant hue vs the named colour) and the shape-word table
              ("<colour> heart|circle|square": the silhouette vs the named shape, on other seeds)
@@ -55,6 +57,8 @@ def packaged_config(name: str) -> dict[str, Any]:
 VAE_CONFIG_FILE = "vae_emoji.yaml"  # `tld train-vae --config configs/vae_emoji.yaml` runs the same
 TRAIN_CONFIG_FILE = "emoji_demo.yaml"
 FINISH_CONFIG_FILE = "emoji_demo_finish.yaml"  # the finishing phase: extra steps and data settings
+POLISH_CONFIG_FILE = "emoji_demo_polish.yaml"  # the polish phase: steps, data, optim, mixed precision
+POLISH_KEYS = ("steps", "data", "optim", "mixed_precision")
 
 
 @dataclass
@@ -69,6 +73,8 @@ class EmojiRecipe:
     train_overrides: dict[str, Any] = field(default_factory=dict)
     # the finishing phase on the caption variants: {"steps": extra steps, "data": {...}}; steps 0 = none
     finish: dict[str, Any] = field(default_factory=lambda: packaged_config(FINISH_CONFIG_FILE))
+    # the polish phase (after the finishing phase only): {"steps": ..., "data", "optim", "mixed_precision"}
+    polish: dict[str, Any] = field(default_factory=lambda: packaged_config(POLISH_CONFIG_FILE))
     seeds: int = 8  # seeds per colour (and shape) prompt in the evaluation
     shape_seed: int = 1000  # first seed of the shape table (the colour table uses 0 ... seeds-1)
     # Guidance of the colour table and the shipped default: scale 4 while sigma >= 2 (layout and colour),
@@ -109,6 +115,38 @@ class EmojiRecipe:
         data = {**cfg["data"], **self.finish.get("data", {}), "path": str(self.out / "latents_variants")}
         cfg.update(data=data, steps=cfg["steps"] + self.finish_steps, resume_with_changes=True)
         return cfg
+
+    @property
+    def finish_model(self) -> Path:
+        """The finishing phase's EMA weights as a model folder: where the polish phase starts."""
+        return self.out / "finish_model"
+
+    @property
+    def polish_steps(self) -> int:
+        return int(self.polish.get("steps", 0)) if self.finish_steps else 0
+
+    def polish_config(self) -> dict[str, Any]:
+        """A new run that fine-tunes the finishing phase's EMA weights (`init_from`) on its data, with a
+        fresh AdamW and warmup + cosine schedule over `polish_steps`."""
+        cfg = self.train_config()
+        unknown = sorted(set(self.polish) - set(POLISH_KEYS))
+        if unknown:
+            allowed, bad = ", ".join(POLISH_KEYS), ", ".join(unknown)
+            raise TLDError(f"{POLISH_CONFIG_FILE}: only {allowed} may be set, not {bad}")
+        # the finishing phase's data settings, then the polish config's own
+        data = {**cfg["data"], **self.finish.get("data", {}), **self.polish.get("data", {})}
+        data["path"] = str(self.out / "latents_variants")
+        optim = {**cfg.get("optim", {}), **self.polish.get("optim", {})}
+        cfg.update(data=data, optim=optim, steps=self.polish_steps, init_from=str(self.finish_model))
+        cfg["output_dir"] = str(self.out / "polish")
+        if "mixed_precision" in self.polish:
+            cfg["mixed_precision"] = self.polish["mixed_precision"]
+        return cfg
+
+    @property
+    def final_run(self) -> Path:
+        """The training run the shipped weights come from: the polish phase's when there is one."""
+        return self.out / ("polish" if self.polish_steps else "denoiser")
 
 
 def _step(name: str, done: bool) -> bool:
@@ -202,6 +240,25 @@ def train_step(r: EmojiRecipe) -> None:
         finish = TrainConfig.from_dict(r.finish_config())
         if _step("train finish", reached >= finish.steps):
             train(finish)
+    if r.polish_steps:
+        polish_dict = r.polish_config()
+        polished = ckpt.latest_step(ckpt.run_checkpoints(polish_dict["output_dir"]))
+        if _step("train polish", polished >= polish_dict["steps"]):
+            if not (r.finish_model / WEIGHTS_NAME).is_file():
+                _export_atomic(r.out / "denoiser", r.finish_model)
+            train(TrainConfig.from_dict(polish_dict))
+
+
+def _export_atomic(run: Path, model: Path) -> None:
+    """Export a run's EMA weights to `model` through a temporary folder: a kill leaves no half folder."""
+    import shutil
+
+    from tld.training.export import export_checkpoint
+
+    tmp = model.with_name(model.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    export_checkpoint(run, tmp)
+    tmp.rename(model)
 
 
 def export_step(r: EmojiRecipe) -> Path:
@@ -209,7 +266,7 @@ def export_step(r: EmojiRecipe) -> Path:
 
     model = r.out / "model"
     if _step("export", (model / WEIGHTS_NAME).is_file()):
-        export_checkpoint(r.out / "denoiser", model)
+        export_checkpoint(r.final_run, model)
     return model
 
 

@@ -51,6 +51,17 @@ def _denoiser_recipe(config: dict[str, Any]) -> str:
     return ", ".join(words)
 
 
+def _polish_facts(r: EmojiRecipe) -> dict[str, Any] | None:
+    """Steps, peak learning rate and precision of the polish phase's run, when the recipe had one."""
+    found = ckpt.latest_checkpoint(ckpt.run_checkpoints(r.out / "polish")) if r.polish_steps else None
+    if found is None:
+        return None
+    state = ckpt.read_state(found)
+    config = state.get("config", {})
+    return {"steps": state["step"], "lr": (config.get("optim") or {}).get("lr", "?"),
+            "mixed_precision": config.get("mixed_precision", "no")}  # fmt: skip
+
+
 def run_facts(r: EmojiRecipe) -> dict[str, Any]:
     """What the model card states about a recipe run, read from the files its steps wrote."""
     den_state = ckpt.read_state(ckpt.latest_checkpoint(ckpt.run_checkpoints(r.out / "denoiser")))
@@ -69,6 +80,7 @@ def run_facts(r: EmojiRecipe) -> dict[str, Any]:
         "denoiser_recipe": _denoiser_recipe(den_state.get("config", {})),
         "timings": timings, "source": source, "recaption": recaption,
         "finish_steps": r.finish_steps if finished else 0,
+        "polish": _polish_facts(r) if finished else None,
         "first_balance": r.train_config().get("data", {}).get("balance", {}) if finished else None,
         "variants": json.loads(variants.read_text()).get("caption_variants", "") if finished else "",
         "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch thread(s), {gpu}",
