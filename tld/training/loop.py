@@ -132,6 +132,21 @@ class _Run:
     trackers: list[str]
 
 
+def _forget_other_precision(mixed_precision: str) -> None:
+    """Let a second run in this process use another `mixed_precision`.
+
+    accelerate keeps one AcceleratorState per process and refuses an Accelerator with a different
+    precision ("restart your runtime"): `tld recipe emoji` trains its fp32 phases, then its bf16 polish
+    phase, in one process, and a notebook may do the same. The finished run's state is forgotten; the
+    PartialState (devices, process group) is kept.
+    """
+    from accelerate.state import AcceleratorState
+
+    previous = AcceleratorState._shared_state.get("_mixed_precision")
+    if previous is not None and str(previous) != mixed_precision:
+        AcceleratorState._reset_state()
+
+
 def _start(config: TrainConfig) -> tuple[_Run, dict[str, Any] | None]:
     """Build the accelerator, data, model, EMA and optimizer; load the resume checkpoint if any."""
     from accelerate import Accelerator
@@ -139,6 +154,7 @@ def _start(config: TrainConfig) -> tuple[_Run, dict[str, Any] | None]:
     from tld.diffusion.parameterizations import get_parameterization
 
     trackers = [] if config.tracker == "none" else [config.tracker]
+    _forget_other_precision(config.mixed_precision)
     acc = Accelerator(
         mixed_precision=config.mixed_precision,
         log_with=trackers or None,
