@@ -1,5 +1,5 @@
-"""The few helpers every layer shares: error text, dtypes, devices, hub ids, batching, atomic JSON,
-optional dependencies. Imports nothing of tld but `tld.errors`, so any module may import it.
+"""The few helpers every layer shares: error text, dtypes, devices, hub ids, batching, atomic JSON
+and folders, optional dependencies. Imports nothing of tld but `tld.errors`, so any module may import it.
 """
 
 from __future__ import annotations
@@ -7,6 +7,8 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -90,6 +92,18 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def write_folder_atomic(dest: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """`write(tmp)` creates the folder `<dest>.tmp` (cleared first), which then replaces `dest`: a kill
+    never leaves half a folder at `dest`."""
+    dest = Path(dest)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
 
 
 # Import name of each optional dependency -> the extra that installs it (pyproject.toml).

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tld.common import first_line, is_hub_id
+from tld.common import first_line, is_hub_id, write_folder_atomic
 from tld.errors import TLDError
 from tld.model.files import (
     CONFIG_NAME,
@@ -104,17 +104,15 @@ def export_fp16(folder: str | os.PathLike, dest: str | os.PathLike) -> Path:
     from safetensors.torch import load_file, save_file
 
     read_model_config(folder)  # a folder that would not load is refused before anything is written
-    dest = Path(dest)
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(folder, tmp)
-    for path in tmp.rglob("*.safetensors"):
-        state = load_file(str(path))
-        half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-        save_file(half, str(path), metadata={"format": "pt"})
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
-    return dest
+
+    def write_half(tmp: Path) -> None:
+        shutil.copytree(folder, tmp)
+        for path in tmp.rglob("*.safetensors"):
+            state = load_file(str(path))
+            half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+            save_file(half, str(path), metadata={"format": "pt"})
+
+    return write_folder_atomic(dest, write_half)
 
 
 def pixel_step(model: str | os.PathLike | None = None) -> tuple[int, int] | None:

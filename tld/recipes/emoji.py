@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tld.common import write_json_atomic
+from tld.common import write_folder_atomic, write_json_atomic
 from tld.data.format import META
 from tld.encoders.vae import TLD_VAE_JSON
 from tld.errors import TLDError
@@ -231,6 +231,7 @@ def train_step(r: EmojiRecipe) -> None:
     from tld.training import checkpoint as ckpt
     from tld.training import train
     from tld.training.config import TrainConfig
+    from tld.training.export import export_checkpoint
 
     cfg = TrainConfig.from_dict(r.train_config())
     reached = ckpt.latest_step(ckpt.run_checkpoints(cfg.output_dir))
@@ -241,24 +242,11 @@ def train_step(r: EmojiRecipe) -> None:
         if _step("train finish", reached >= finish.steps):
             train(finish)
     if r.polish_steps:
-        polish_dict = r.polish_config()
-        polished = ckpt.latest_step(ckpt.run_checkpoints(polish_dict["output_dir"]))
-        if _step("train polish", polished >= polish_dict["steps"]):
-            if not (r.finish_model / WEIGHTS_NAME).is_file():
-                _export_atomic(r.out / "denoiser", r.finish_model)
-            train(TrainConfig.from_dict(polish_dict))
-
-
-def _export_atomic(run: Path, model: Path) -> None:
-    """Export a run's EMA weights to `model` through a temporary folder: a kill leaves no half folder."""
-    import shutil
-
-    from tld.training.export import export_checkpoint
-
-    tmp = model.with_name(model.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    export_checkpoint(run, tmp)
-    tmp.rename(model)
+        polish = TrainConfig.from_dict(r.polish_config())
+        if _step("train polish", ckpt.latest_step(ckpt.run_checkpoints(polish.output_dir)) >= polish.steps):
+            if not (r.finish_model / WEIGHTS_NAME).is_file():  # the finishing phase's EMA, never half written
+                write_folder_atomic(r.finish_model, lambda tmp: export_checkpoint(r.out / "denoiser", tmp))
+            train(polish)
 
 
 def export_step(r: EmojiRecipe) -> Path:

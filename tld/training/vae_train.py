@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from tld.common import resolve_device
+from tld.common import resolve_device, write_folder_atomic
 from tld.errors import TLDError
 from tld.training import checkpoint as ckpt
 from tld.training.ema import EMA
@@ -255,11 +255,4 @@ def export_vae(
     vae = VAE(model.float(), latent_scale=round(scale, 4), source="tld train-vae")
     # held-out scores and the training record (steps, batch, seconds): what a later --vae reuse reports
     vae.record = {"val": history[-1] if history else {}, "training": training or {}}
-    tmp = folder.with_name(folder.name + ".tmp")
-    vae.save_pretrained(tmp)
-    if folder.exists():
-        import shutil
-
-        shutil.rmtree(folder)
-    tmp.rename(folder)
-    return folder
+    return write_folder_atomic(folder, vae.save_pretrained)
