@@ -25,6 +25,7 @@ from tld.encoders.vae import VAE
 from tld.errors import TLDError
 from tld.model.cpu import apply_cpu_kernels
 from tld.training import checkpoint as ckpt
+from tld.training.accelerator import build_accelerator
 from tld.training.config import TrainConfig
 from tld.training.ema import EMA
 from tld.training.fid_eval import start_fid
@@ -132,36 +133,12 @@ class _Run:
     trackers: list[str]
 
 
-def _forget_other_precision(mixed_precision: str) -> None:
-    """Let a second run in this process use another `mixed_precision`.
-
-    accelerate keeps one AcceleratorState per process and refuses an Accelerator with a different
-    precision ("restart your runtime"): `tld recipe emoji` trains its fp32 phases, then its bf16 polish
-    phase, in one process, and a notebook may do the same. The finished run's state is forgotten; the
-    PartialState (devices, process group) is kept.
-    """
-    from accelerate.state import AcceleratorState
-
-    previous = AcceleratorState._shared_state.get("_mixed_precision")
-    if previous is not None and str(previous) != mixed_precision:
-        AcceleratorState._reset_state()
-
-
 def _start(config: TrainConfig) -> tuple[_Run, dict[str, Any] | None]:
     """Build the accelerator, data, model, EMA and optimizer; load the resume checkpoint if any."""
-    from accelerate import Accelerator
-
     from tld.diffusion.parameterizations import get_parameterization
 
     trackers = [] if config.tracker == "none" else [config.tracker]
-    _forget_other_precision(config.mixed_precision)
-    acc = Accelerator(
-        mixed_precision=config.mixed_precision,
-        log_with=trackers or None,
-        project_dir=str(config.output_dir),
-        # Without cpu=True accelerate ignores torchrun's WORLD_SIZE on machines without a GPU.
-        cpu=not torch.cuda.is_available(),
-    )
+    acc = build_accelerator(config, trackers)
     data = LatentDataset(config.data.path, config.data.condition, config.data.text, config.data.check_finite)
     _seed_everything(config.seed)
     net = attach_training_lora(config, build_model(config, data))
