@@ -82,10 +82,11 @@ def _finish_line(facts: dict[str, Any]) -> str:
     polish = facts.get("polish")
     if polish:
         precision = {"no": "fp32"}.get(polish["mixed_precision"], f"{polish['mixed_precision']} autocast")
-        lr = polish["lr"]
+        lr = polish["lr"]  # a number, or "?" when the run's config did not record it
+        lr_text = format(lr, "g") if isinstance(lr, (int, float)) else str(lr)
         line += (
             f"; then {polish['steps']} more steps on the same data as a new run started from those steps' EMA "
-            f"weights (the polish phase: a fresh AdamW, peak lr {lr if isinstance(lr, str) else format(lr, 'g')}, warmup + cosine; {precision})"
+            f"weights (the polish phase: a fresh AdamW, peak lr {lr_text}, warmup + cosine; {precision})"
         )
     return line
 
